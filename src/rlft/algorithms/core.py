@@ -1,0 +1,109 @@
+"""Pure functions over tensors: advantages, policy losses, KL estimators, loss aggregation.
+
+Each function cites the equation it implements. Imports nothing else from the package except ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rlft.ops import masked_mean
+
+
+def group_normalized(scores: Tensor, group_ids: Tensor, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    """GRPO outcome advantage (Shao et al. 2024, DeepSeekMath eq. 4 context, sec. 4.1.2):
+    A_i = (r_i - mean(r_group)) / (std(r_group) + eps).
+
+    scores [B], group_ids [B] -> advantages [B]. ``scale``: "group" divides by the group's std,
+    "batch" by the std of the whole batch (REINFORCE++-style), "none" only centres (Dr. GRPO).
+    std is the unbiased sample std; a group of one, or of equal scores, gets advantage 0.
+    """
+    scores = scores.float()
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    count = torch.zeros(n_groups).index_add_(0, inverse, torch.ones_like(scores))
+    mean = torch.zeros(n_groups).index_add_(0, inverse, scores) / count
+    centred = scores - mean[inverse]
+    if scale == "none":
+        return centred
+    if scale == "group":
+        sq = torch.zeros(n_groups).index_add_(0, inverse, centred**2)
+        std = (sq / (count - 1).clamp(min=1)).sqrt()[inverse]
+    elif scale == "batch":
+        std = scores.std() if scores.numel() > 1 else torch.tensor(0.0)
+    else:
+        raise ValueError(f"unknown reward scaling '{scale}' (group, batch, none)")
+    return centred / (std + eps)
+
+
+def clipped_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float,
+    eps_high: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO clipped surrogate per token (Schulman et al. 2017, eq. 7), negated to be minimised:
+    loss_t = -min(rho_t * A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_t), rho_t = exp(logp - old).
+
+    All inputs [B, T] (mask bool) -> loss [B, T], metrics (clip fraction, mean ratio).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    with torch.no_grad():
+        clip_active = (clipped < unclipped).float()
+        metrics = {
+            "policy/clip_frac": masked_mean(clip_active, mask),
+            "policy/ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, metrics
+
+
+def kl_k1(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k1 = log pi(x) - log pi_ref(x): unbiased, high variance (Schulman 2020, "Approximating KL")."""
+    return logprobs - ref_logprobs
+
+
+def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k2 = (log pi_ref(x) - log pi(x))^2 / 2: biased, low variance (Schulman 2020)."""
+    return 0.5 * (ref_logprobs - logprobs) ** 2
+
+
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k3 = r - 1 - log r with r = pi_ref(x) / pi(x): unbiased and >= 0 (Schulman 2020; GRPO eq. 4)."""
+    log_r = ref_logprobs - logprobs
+    return torch.exp(log_r) - 1.0 - log_r
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+
+
+def aggregation_weights(mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
+    """Per-token weights w such that the batch loss is sum(loss * w).
+
+    mask [B, T] -> weights [B, T]. Modes (exactly what GRPO, DAPO and Dr. GRPO disagree on):
+    - token_mean: 1 / (tokens in the batch)                       (DAPO eq. 8)
+    - seq_mean:   1 / (B * tokens in sequence i)                  (GRPO eq. 3)
+    - constant:   1 / (B * max_len), max_len defaults to T        (Dr. GRPO, eq. in sec. 3.1)
+    Computed once over a whole minibatch, then sliced per microbatch, so gradient accumulation
+    equals one big batch exactly.
+    """
+    m = mask.float()
+    n_seqs = mask.shape[0]
+    if mode == "token_mean":
+        return m / m.sum().clamp(min=1)
+    if mode == "seq_mean":
+        return m / (m.sum(-1, keepdim=True).clamp(min=1) * n_seqs)
+    if mode == "constant":
+        length = max_len if max_len is not None else mask.shape[1]
+        return m / (n_seqs * length)
+    raise ValueError(f"unknown loss aggregation '{mode}' (token_mean, seq_mean, constant)")
+
+
+def aggregate(loss: Tensor, mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
+    """Scalar batch loss from per-token losses [B, T]; see `aggregation_weights`."""
+    return (loss * aggregation_weights(mask, mode, max_len)).sum()

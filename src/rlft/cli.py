@@ -1,0 +1,142 @@
+"""Command line: parse, load config, call a loop; nothing else (see CLI.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rlft.config import ConfigError, field_docs, load_config, to_yaml
+from rlft.data.rows import DataError
+
+CONFIG_KINDS = {"rl": ("rlft.schema.rl", "RLConfig")}
+
+
+def _config_cls(kind: str):
+    import importlib
+
+    module, name = CONFIG_KINDS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def _training_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--config", help="YAML config file (defaults apply to absent keys)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.kl_coef=0.02")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlft", description="RL fine-tuning of language models")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
+    c = sub.add_parser("check-config", help="print the resolved config and batch arithmetic")
+    c.add_argument("--config")
+    c.add_argument("--kind", default="rl", choices=sorted(CONFIG_KINDS))
+    c.add_argument("--docs", action="store_true", help="list every key with its default and doc")
+    c.add_argument("overrides", nargs="*")
+    e = sub.add_parser("eval", help="accuracy, pass@k and maj@k on a JSONL of prompt/answer rows")
+    e.add_argument("--model", required=True, help="HF id, local directory or alias")
+    e.add_argument("--data", required=True, help="JSONL with `prompt` (or chat messages) and `answer`")
+    e.add_argument("--samples", type=int, default=1, help="completions per prompt (K)")
+    e.add_argument("--max-new-tokens", type=int, default=64)
+    e.add_argument("--temperature", type=float, default=None, help="default: greedy for K=1, else 1.0")
+    e.add_argument("--batch-size", type=int, default=64, help="sequences per generate call")
+    e.add_argument("--prompt-field", default="prompt")
+    e.add_argument("--answer-field", default="answer")
+    e.add_argument("--system-prompt", default=None)
+    e.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", dest="json_out", help="write the summary as JSON here")
+    e.add_argument("--rows-out", help="write per-row results (JSONL) here")
+    return parser
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from rlft.loops.rl import train_rl
+    from rlft.schema.rl import RLConfig
+
+    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+    cfg = load_config(RLConfig, args.config, overrides)
+    result = train_rl(cfg)
+    ev = result["eval"]
+    if "before" in ev and "after" in ev:
+        print(f"[rlft] held-out greedy accuracy: base {ev['before']['accuracy']:.1%} -> "
+              f"trained {ev['after']['accuracy']:.1%} (n={ev['after']['n']})")
+    print(f"[rlft] final model: {result['final_dir']}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cls = _config_cls(args.kind)
+    if args.docs:
+        for key, default, doc in field_docs(cls):
+            print(f"{key} = {default!r}  # {doc}")
+        return 0
+    cfg = load_config(cls, args.config, args.overrides)
+    print(to_yaml(cfg), end="")
+    if args.kind == "rl":
+        from rlft.loops.rl_setup import batch_arithmetic
+
+        print("# batch arithmetic: " + json.dumps(batch_arithmetic(cfg)))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from rlft.data.rows import read_rows, require_fields
+    from rlft.loops.evaluate import evaluate_rows
+    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+
+    torch.manual_seed(args.seed)
+    rows = read_rows(args.data)
+    require_fields(rows, [args.prompt_field, args.answer_field])
+    rows = rows[: args.limit] if args.limit else rows
+    path = resolve_model_path(args.model)
+    tok, model = load_tokenizer(path), load_causal_lm(path).eval()
+    res = evaluate_rows(model, tok, rows, prompt_field=args.prompt_field, answer_field=args.answer_field,
+                        system_prompt=args.system_prompt, samples=args.samples,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        batch_size=args.batch_size)
+    k = res["k"]
+    print(f"model {args.model}: accuracy {res['accuracy']:.4f}  pass@{k} {res['pass@k']:.4f}  "
+          f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}")
+    summary = {key: res[key] for key in ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(summary, f, indent=1)
+    if args.rows_out:
+        with open(args.rows_out, "w") as f:
+            for r in res["rows"]:
+                f.write(json.dumps(r) + "\n")
+    return 0
+
+
+COMMANDS = {"rl": cmd_rl, "check-config": cmd_check_config, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"rlft {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlft: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Built-in task: arithmetic word-free questions ("What is 58 + 16?") with integer answers.
+
+The train / held-out split is a pure function of the problem (a hash of its unordered operand pair
+and operation), so a held-out problem is never trained on, whatever the seed, and `a + b` and
+`b + a` always land on the same side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def is_heldout(a: int, op: str, b: int, fraction: float) -> bool:
+    key = f"{min(a, b)}{op}{max(a, b)}" if op in "+*" else f"{a}{op}{b}"
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < fraction
+
+
+def all_problems(op: str, cfg: Any) -> list[tuple[int, int]]:
+    hi = cfg.mul_max if op == "*" else cfg.add_max
+    pairs = [(a, b) for a in range(cfg.min_operand, hi + 1) for b in range(cfg.min_operand, hi + 1)]
+    if op == "-":
+        pairs = [(a, b) for a, b in pairs if a >= b]  # non-negative results
+    return pairs
+
+
+def make_row(a: int, op: str, b: int) -> dict[str, Any]:
+    if op not in OPS:
+        raise ValueError(f"unknown arithmetic op '{op}' (use {', '.join(OPS)})")
+    return {"prompt": f"What is {a} {op} {b}?", "answer": str(OPS[op](a, b))}
+
+
+def split_pool(cfg: Any, heldout: bool) -> dict[str, list[tuple[int, int]]]:
+    return {
+        op: [(a, b) for a, b in all_problems(op, cfg) if is_heldout(a, op, b, cfg.heldout_fraction) == heldout]
+        for op in cfg.ops
+    }
+
+
+def train_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
+    """Endless stream of training problems, ops in turn, each drawn uniformly from its train pool."""
+    pools = split_pool(cfg, heldout=False)
+    rng = random.Random(seed)
+    while True:
+        for op in cfg.ops:
+            a, b = rng.choice(pools[op])
+            yield make_row(a, op, b)
+
+
+def heldout_rows(cfg: Any) -> list[dict[str, Any]]:
+    """`heldout_size` distinct held-out problems, ops in turn (an exhausted op is skipped)."""
+    rng = random.Random(cfg.seed)
+    pools = {op: rng.sample(p, len(p)) for op, p in split_pool(cfg, heldout=True).items()}
+    rows: list[dict[str, Any]] = []
+    while len(rows) < cfg.heldout_size and any(pools.values()):
+        for op in cfg.ops:
+            if pools[op] and len(rows) < cfg.heldout_size:
+                a, b = pools[op].pop()
+                rows.append(make_row(a, op, b))
+    return rows

@@ -1,0 +1,135 @@
+"""Turn dataset rows into chat-formatted, tokenized prompts, and stream them with a resumable cursor."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlft.data import arithmetic
+from rlft.data.rows import DataError, read_rows, require_fields
+
+log = logging.getLogger(__name__)
+BUILTIN_TRAIN_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class PromptExample:
+    text: str  # prompt after the chat template
+    ids: list[int]  # its tokens
+    row: Mapping[str, Any]  # the dataset row (answer, tests, ...)
+
+
+def to_messages(prompt: Any, system_prompt: str | None) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        msgs = [{"role": "user", "content": prompt}]
+        return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + msgs
+    if isinstance(prompt, list) and all(isinstance(m, Mapping) and "role" in m for m in prompt):
+        return [dict(m) for m in prompt]
+    raise DataError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
+
+
+def chat_text(tok: Any, prompt: Any, system_prompt: str | None = None) -> str:
+    msgs = to_messages(prompt, system_prompt)
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(
+    rows: Sequence[Mapping[str, Any]],
+    tok: Any,
+    prompt_field: str,
+    system_prompt: str | None,
+    max_tokens: int,
+    overlong: str,
+) -> tuple[list[PromptExample], dict[str, int]]:
+    """Chat-format and tokenize rows; apply the over-long policy; return examples and counts."""
+    texts = []
+    for row in rows:
+        try:
+            texts.append(chat_text(tok, row[prompt_field], system_prompt))
+        except DataError as e:
+            raise DataError(f"{row.get('_source', '?')}: field '{prompt_field}': {e}") from None
+    ids_list = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+    examples, counts, too_long = [], {"truncated": 0, "skipped": 0}, []
+    for row, text, ids in zip(rows, texts, ids_list, strict=True):
+        if len(ids) > max_tokens:
+            too_long.append(f"{row.get('_source', '?')} ({len(ids)} tokens)")
+            if overlong == "skip":
+                counts["skipped"] += 1
+                continue
+            if overlong == "truncate":
+                counts["truncated"] += 1
+                ids = ids[-max_tokens:]  # keep the end: the question and the assistant turn
+                text = tok.decode(ids)
+        examples.append(PromptExample(text=text, ids=list(ids), row=row))
+    if too_long and overlong == "error":
+        raise DataError(
+            f"{len(too_long)} prompt(s) longer than data.max_prompt_tokens={max_tokens}: "
+            + ", ".join(too_long[:5])
+            + " (set data.overlong_prompts=truncate or skip)"
+        )
+    if too_long:
+        log.warning("%d prompt(s) over %d tokens were %s", len(too_long), max_tokens,
+                    "truncated" if overlong == "truncate" else "skipped")
+    if not examples:
+        raise DataError("no usable prompts left after filtering")
+    return examples, counts
+
+
+def load_train_rows(cfg: Any, seed: int, needed: int = BUILTIN_TRAIN_ROWS) -> list[dict[str, Any]]:
+    """Training rows from data.path, or `needed` rows from the built-in generator."""
+    if cfg.path:
+        rows = read_rows(cfg.path, cfg.split)
+        require_fields(rows, [cfg.prompt_field])
+        return rows
+    if cfg.builtin != "arithmetic":
+        raise DataError(f"unknown built-in dataset 'data.builtin={cfg.builtin}' (available: arithmetic)")
+    stream = arithmetic.train_rows(cfg.arithmetic, seed)
+    return [next(stream) for _ in range(max(needed, 1))]
+
+
+def load_eval_rows(path: str, data_cfg: Any, limit: int = 0) -> list[dict[str, Any]]:
+    """Held-out rows (prompt, answer) from a JSONL file or the built-in task's held-out split."""
+    if path:
+        rows = read_rows(path)
+        require_fields(rows, [data_cfg.prompt_field, data_cfg.answer_field])
+    else:
+        rows = arithmetic.heldout_rows(data_cfg.arithmetic)
+    return rows[:limit] if limit else rows
+
+
+class PromptStream:
+    """Endless, seeded, resumable stream of prompts: epoch-wise shuffles, cursor = (epoch, index)."""
+
+    def __init__(self, examples: Sequence[PromptExample], seed: int, shuffle: bool = True):
+        self.examples = examples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.index = 0
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        order = list(range(len(self.examples)))
+        if self.shuffle:
+            random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[PromptExample]:
+        out = []
+        for _ in range(n):
+            if self.index >= len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._make_order()
+            out.append(self.examples[self._order[self.index]])
+            self.index += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = self._make_order()

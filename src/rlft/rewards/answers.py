@@ -1,0 +1,68 @@
+"""Final-answer extraction and numeric equivalence for verifiable math rewards."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+BOXED = re.compile(r"\\boxed\{")
+HASHES = re.compile(r"####\s*(.+)")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+
+
+def boxed_contents(text: str) -> str | None:
+    """Content of the last \\boxed{...}, with nested braces balanced."""
+    matches = list(BOXED.finditer(text))
+    if not matches:
+        return None
+    start = matches[-1].end()
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The model's final answer: <answer> tags, then \\boxed{}, then '#### x', then the last number."""
+    tags = ANSWER_TAG.findall(text)
+    if tags:
+        return tags[-1].strip()
+    boxed = boxed_contents(text)
+    if boxed is not None:
+        return boxed.strip()
+    hashes = HASHES.findall(text)
+    if hashes:
+        return hashes[-1].strip()
+    numbers = NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def to_number(text: str | None) -> Fraction | None:
+    """Parse '1,000', '-3', '0.5', '1/2', '$12', '12.' into an exact Fraction; None if not a number."""
+    if text is None:
+        return None
+    found = NUMBER.findall(text)
+    if len(found) != 1:
+        return None
+    token = found[0].replace(",", "")
+    try:
+        return Fraction(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def answers_equal(predicted: str | None, reference: object) -> bool:
+    """Numeric equality when both parse as numbers; else whitespace-insensitive string equality."""
+    if predicted is None or reference is None:
+        return False
+    ref = str(reference)
+    a, b = to_number(predicted), to_number(ref)
+    if a is not None and b is not None:
+        return a == b
+    return " ".join(predicted.split()).lower() == " ".join(ref.split()).lower()

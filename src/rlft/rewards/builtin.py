@@ -1,0 +1,29 @@
+"""Built-in rule-based rewards. Contract: fn(prompt, completion, example) -> float."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rlft.rewards.answers import ANSWER_TAG, answers_equal, extract_answer
+
+RewardFn = Callable[..., float]
+
+
+def numeric_answer(prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer") -> float:
+    """1.0 if the completion's final answer equals the row's answer (numerically when possible)."""
+    if answer_field not in example:
+        raise KeyError(f"numeric_answer needs the dataset field '{answer_field}'")
+    return 1.0 if answers_equal(extract_answer(completion), example[answer_field]) else 0.0
+
+
+def answer_format(prompt: str, completion: str, example: Mapping[str, Any]) -> float:
+    """1.0 if the completion holds exactly one <answer>...</answer> pair with non-empty content."""
+    tags = ANSWER_TAG.findall(completion)
+    return 1.0 if len(tags) == 1 and tags[0].strip() else 0.0
+
+
+BUILTIN_REWARDS: dict[str, RewardFn] = {
+    "numeric_answer": numeric_answer,
+    "answer_format": answer_format,
+}

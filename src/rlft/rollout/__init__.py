@@ -1,0 +1,1 @@
+"""Rollouts: the Generator seam (HF backend; vLLM later) and batch assembly."""

@@ -1,0 +1,88 @@
+"""Generation with transformers' `generate` (KV cache, batched, stop at EOS)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rlft.rollout.base import Generations, SamplingParams
+
+
+def eos_token_ids(model: Any, tok: Any) -> list[int]:
+    ids = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return sorted(ids)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N] lists -> input_ids [N, Lmax], attention_mask [N, Lmax] (left-padded)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def cut_at_eos(row: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[: i + 1], True
+    return row, False
+
+
+class HFGenerator:
+    """Samples from the policy module itself, so weight sync is a no-op."""
+
+    def __init__(self, model: Any, tok: Any, batch_size: int = 64):
+        self.model = model
+        self.tok = tok
+        self.batch_size = batch_size
+        self.eos = eos_token_ids(model, tok)
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> Generations:
+        from transformers import GenerationConfig
+
+        was_training = self.model.training
+        self.model.eval()  # dropout off, and KV cache on even with gradient checkpointing
+        greedy = params.temperature <= 0
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p,
+            top_k=None if greedy else params.top_k,
+            eos_token_id=self.eos,
+            pad_token_id=self.tok.pad_token_id,
+            use_cache=True,
+        )
+        responses, finished = [], []
+        try:
+            for start in range(0, len(prompt_ids), self.batch_size):
+                chunk = prompt_ids[start : start + self.batch_size]
+                ids, mask = left_pad(chunk, self.tok.pad_token_id)
+                device = next(self.model.parameters()).device
+                out = self.model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+                )
+                for row in out[:, ids.shape[1] :].tolist():
+                    resp, done = cut_at_eos(row, set(self.eos))
+                    responses.append(resp)
+                    finished.append(done)
+        finally:
+            self.model.train(was_training)
+        return Generations(response_ids=responses, finished=finished)

@@ -1,0 +1,1 @@
+"""Config schemas (frozen dataclasses) of every loop."""

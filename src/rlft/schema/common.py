@@ -1,0 +1,63 @@
+"""Config sections shared by the training loops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rlft.config import field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = field("smollm2-135m-instruct", "HF model id, local directory, or built-in alias")
+    dtype: str = field("float32", "parameter dtype (float32 is fastest on CPU)")
+    gradient_checkpointing: bool = field(False, "recompute activations in backward to save memory")
+    trust_remote_code: bool = field(False, "allow custom modelling code from the model repo")
+
+
+@dataclass(frozen=True)
+class ArithmeticConfig:
+    ops: list[str] = field(["+", "-", "*"], "operations to draw from, equally often")
+    add_max: int = field(99, "largest operand for + and -")
+    mul_max: int = field(19, "largest operand for *")
+    min_operand: int = field(2, "smallest operand")
+    heldout_fraction: float = field(0.25, "share of problems (by unordered operand pair) held out")
+    heldout_size: int = field(300, "problems in the held-out evaluation set")
+    seed: int = field(1234, "seed of the problem order (the split itself depends on no seed)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = field("", "JSONL / Parquet file or `datasets` dir; empty = built-in generator")
+    builtin: str = field("arithmetic", "built-in prompt generator used when path is empty")
+    split: str = field("train", "split to read from a `datasets` DatasetDict")
+    prompt_field: str = field("prompt", "row field holding the prompt (string or chat messages)")
+    answer_field: str = field("answer", "row field holding the reference answer (may be absent)")
+    system_prompt: str | None = field(None, "system message prepended to string prompts")
+    max_prompt_tokens: int = field(512, "longest prompt in tokens, after the chat template")
+    overlong_prompts: Literal["truncate", "skip", "error"] = field(
+        "truncate", "what to do with longer prompts (truncate keeps the end; each case is counted)"
+    )
+    shuffle: bool = field(True, "shuffle prompts each epoch (seeded)")
+    arithmetic: ArithmeticConfig = field(ArithmeticConfig(), "built-in arithmetic task")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = field(1e-5, "peak learning rate (AdamW)")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    adam_beta1: float = field(0.9, "AdamW beta1")
+    adam_beta2: float = field(0.99, "AdamW beta2")
+    adam_eps: float = field(1e-8, "AdamW epsilon")
+    max_grad_norm: float = field(1.0, "clip the global grad norm to this (0 = no clipping)")
+    lr_schedule: Literal["constant", "linear", "cosine"] = field("constant", "decay after warm-up")
+    warmup_steps: int = field(0, "linear warm-up steps")
+    min_lr_ratio: float = field(0.0, "final LR as a fraction of lr for linear/cosine decay")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    tensorboard: bool = field(True, "write TensorBoard event files to output_dir")
+    progress: bool = field(True, "show a progress bar with ETA")
+    samples_per_step: int = field(4, "completions written to samples.jsonl each step")

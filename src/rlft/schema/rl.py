@@ -1,0 +1,83 @@
+"""Config of the RL loop (`rlft rl`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rlft.config import field
+from rlft.schema.common import DataConfig, LogConfig, ModelConfig, OptimConfig
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    backend: str = field("hf", "generation engine behind the Generator seam")
+    prompts_per_step: int = field(8, "prompts sampled per RL step (P)")
+    samples_per_prompt: int = field(8, "completions per prompt (G)")
+    max_new_tokens: int = field(64, "longest completion in tokens (T)")
+    temperature: float = field(1.0, "sampling temperature")
+    top_p: float = field(1.0, "nucleus sampling threshold (1 = off)")
+    top_k: int = field(0, "top-k sampling (0 = off)")
+    generation_batch_size: int = field(64, "sequences per generate call")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    name: str = field("grpo", "algorithm: see rlft.algorithms.ALGORITHMS")
+    kl_coef: float = field(0.0, "weight of the KL penalty to the frozen reference (0 = no ref model)")
+    kl_estimator: Literal["k1", "k2", "k3"] = field("k3", "per-token KL estimator")
+    clip_eps_low: float = field(0.2, "lower clip range of the ratio: 1 - eps_low")
+    clip_eps_high: float = field(0.2, "upper clip range of the ratio: 1 + eps_high")
+    loss_agg: Literal["token_mean", "seq_mean", "constant"] = field(
+        "token_mean", "how per-token losses are averaged (token-mean, sequence-mean, constant)"
+    )
+    scale_rewards: Literal["group", "batch", "none"] = field(
+        "group", "divide centred rewards by the std of the group, of the batch, or not at all"
+    )
+    std_eps: float = field(1e-4, "added to the std before dividing")
+    epochs: int = field(1, "optimisation passes over each batch of rollouts")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    fn: str = field("numeric_answer", "built-in name, `pkg.mod:fn` or `path/file.py:fn`")
+    weight: float = field(1.0, "weight in the summed score")
+    name: str = field("", "metric name (default: derived from fn)")
+    on_error: Literal["zero", "error"] = field("zero", "a raise / NaN / inf / None gives 0, or stops the run")
+    kwargs: dict[str, Any] = field({}, "keyword arguments passed to the function")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(20, "RL steps to run in total")
+    minibatch_size: int = field(0, "sequences per optimizer step (0 = the whole batch)")
+    microbatch_size: int = field(16, "sequences per forward/backward pass")
+    save_every: int = field(10, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = field(2, "complete checkpoints to keep")
+    max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
+    optim: OptimConfig = field(OptimConfig(), "optimizer and LR schedule")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    path: str = field("", "held-out JSONL (prompt, answer); empty = the built-in task's held-out split")
+    before: bool = field(True, "evaluate the initial model before training")
+    after: bool = field(True, "evaluate the final model after training")
+    max_new_tokens: int = field(64, "completion budget when evaluating")
+    batch_size: int = field(64, "prompts per generate call when evaluating")
+    limit: int = field(0, "evaluate only the first N rows (0 = all)")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    output_dir: str = field("runs/rl", "run directory (metrics, checkpoints, final model)")
+    seed: int = field(0, "seed of every random number generator")
+    resume: bool = field(False, "continue from the newest complete checkpoint in output_dir")
+    model: ModelConfig = field(ModelConfig(), "policy model")
+    data: DataConfig = field(DataConfig(), "prompt dataset")
+    rollout: RolloutConfig = field(RolloutConfig(), "sampling")
+    algo: AlgoConfig = field(AlgoConfig(), "RL algorithm")
+    rewards: list[RewardSpec] = field([RewardSpec()], "reward functions, summed with weights")
+    train: TrainConfig = field(TrainConfig(), "optimisation schedule")
+    eval: EvalConfig = field(EvalConfig(), "held-out evaluation")
+    log: LogConfig = field(LogConfig(), "logging")
