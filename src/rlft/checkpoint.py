@@ -135,7 +135,9 @@ def load_model_weights(model: Any, path: Path) -> None:
         raise ValueError(f"{path}: weights do not match the model (missing keys {untied[:3]})")
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG state; return the trainer state."""
     if not (path / COMPLETE).exists():
         raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")

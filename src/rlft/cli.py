@@ -66,8 +66,10 @@ def cmd_rl(args: argparse.Namespace) -> int:
     result = train_rl(cfg)
     ev = result["eval"]
     if "before" in ev and "after" in ev:
-        print(f"[rlft] held-out greedy accuracy: base {ev['before']['accuracy']:.1%} -> "
-              f"trained {ev['after']['accuracy']:.1%} (n={ev['after']['n']})")
+        print(
+            f"[rlft] held-out greedy accuracy: base {ev['before']['accuracy']:.1%} -> "
+            f"trained {ev['after']['accuracy']:.1%} (n={ev['after']['n']})"
+        )
     print(f"[rlft] final model: {result['final_dir']}")
     return 0
 
@@ -100,13 +102,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = rows[: args.limit] if args.limit else rows
     path = resolve_model_path(args.model)
     tok, model = load_tokenizer(path), load_causal_lm(path).eval()
-    res = evaluate_rows(model, tok, rows, prompt_field=args.prompt_field, answer_field=args.answer_field,
-                        system_prompt=args.system_prompt, samples=args.samples,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        batch_size=args.batch_size)
+    res = evaluate_rows(
+        model,
+        tok,
+        rows,
+        prompt_field=args.prompt_field,
+        answer_field=args.answer_field,
+        system_prompt=args.system_prompt,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+    )
     k = res["k"]
-    print(f"model {args.model}: accuracy {res['accuracy']:.4f}  pass@{k} {res['pass@k']:.4f}  "
-          f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}")
+    print(
+        f"model {args.model}: accuracy {res['accuracy']:.4f}  pass@{k} {res['pass@k']:.4f}  "
+        f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
+    )
     summary = {key: res[key] for key in ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")}
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -124,8 +136,11 @@ COMMANDS = {"rl": cmd_rl, "check-config": cmd_check_config, "eval": cmd_eval}
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

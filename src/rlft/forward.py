@@ -37,15 +37,20 @@ def response_logprobs(
 
 
 @torch.no_grad()
-def response_logprobs_nograd(model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int,
-                             microbatch_size: int) -> Tensor:
+def response_logprobs_nograd(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int, microbatch_size: int
+) -> Tensor:
     """`response_logprobs` under no_grad in eval mode, microbatched; [B, T]."""
     was_training = model.training
     model.eval()
     try:
         parts = [
-            response_logprobs(model, input_ids[i : i + microbatch_size],
-                              attention_mask[i : i + microbatch_size], response_len)[0]
+            response_logprobs(
+                model,
+                input_ids[i : i + microbatch_size],
+                attention_mask[i : i + microbatch_size],
+                response_len,
+            )[0]
             for i in range(0, input_ids.shape[0], microbatch_size)
         ]
     finally:

@@ -35,8 +35,15 @@ def _jsonable(v: Any) -> Any:
 
 
 class RunLogger:
-    def __init__(self, out_dir: Path, total_steps: int, start_step: int = 0,
-                 tensorboard: bool = True, progress: bool = True, desc: str = "rl"):
+    def __init__(
+        self,
+        out_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        tensorboard: bool = True,
+        progress: bool = True,
+        desc: str = "rl",
+    ):
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out_dir / "metrics.jsonl"
@@ -68,8 +75,11 @@ class RunLogger:
             self.tb.flush()
         if self.bar is not None:
             self.bar.update(1)
-            show = {k.split("/")[-1]: record[k] for k in ("reward/mean", "rollout/response_len", "perf/step_s")
-                    if isinstance(record.get(k), (int, float))}
+            show = {
+                k.split("/")[-1]: record[k]
+                for k in ("reward/mean", "rollout/response_len", "perf/step_s")
+                if isinstance(record.get(k), (int, float))
+            }
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in show.items()})
 
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:

@@ -7,6 +7,7 @@ plain ``from_pretrained`` of a local directory.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -105,10 +106,8 @@ def detach_quantizer(model: Any) -> None:
     """GGUF loads are dequantised already, but transformers keeps a quantizer that blocks saving."""
     model.hf_quantizer = None
     if getattr(model, "is_quantized", False):
-        try:
+        with contextlib.suppress(AttributeError):
             model.is_quantized = False
-        except AttributeError:
-            pass
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 

@@ -26,7 +26,10 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
 def make_optimizer(params: Any, cfg: Any, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     trainable = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+        trainable,
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -22,19 +22,24 @@ def group_normalized(scores: Tensor, group_ids: Tensor, scale: str = "group", ep
     scores = scores.float()
     _, inverse = torch.unique(group_ids, return_inverse=True)
     n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    count = torch.zeros(n_groups).index_add_(0, inverse, torch.ones_like(scores))
-    mean = torch.zeros(n_groups).index_add_(0, inverse, scores) / count
+    zeros = torch.zeros(n_groups, device=scores.device)
+    count = zeros.index_add(0, inverse, torch.ones_like(scores))
+    mean = zeros.index_add(0, inverse, scores) / count
     centred = scores - mean[inverse]
+    # equal scores give exactly 0 (float rounding of the mean must not leak a tiny advantage)
+    hi = zeros.scatter_reduce(0, inverse, scores, "amax", include_self=False)
+    lo = zeros.scatter_reduce(0, inverse, scores, "amin", include_self=False)
+    flat = (hi == lo)[inverse]
     if scale == "none":
-        return centred
+        return torch.where(flat, 0.0, centred)
     if scale == "group":
-        sq = torch.zeros(n_groups).index_add_(0, inverse, centred**2)
+        sq = zeros.index_add(0, inverse, centred**2)
         std = (sq / (count - 1).clamp(min=1)).sqrt()[inverse]
     elif scale == "batch":
-        std = scores.std() if scores.numel() > 1 else torch.tensor(0.0)
+        std = scores.std() if scores.numel() > 1 else torch.zeros((), device=scores.device)
     else:
         raise ValueError(f"unknown reward scaling '{scale}' (group, batch, none)")
-    return centred / (std + eps)
+    return torch.where(flat, 0.0, centred / (std + eps))
 
 
 def clipped_policy_loss(

@@ -37,7 +37,9 @@ def make_row(a: int, op: str, b: int) -> dict[str, Any]:
 
 def split_pool(cfg: Any, heldout: bool) -> dict[str, list[tuple[int, int]]]:
     return {
-        op: [(a, b) for a, b in all_problems(op, cfg) if is_heldout(a, op, b, cfg.heldout_fraction) == heldout]
+        op: [
+            (a, b) for a, b in all_problems(op, cfg) if is_heldout(a, op, b, cfg.heldout_fraction) == heldout
+        ]
         for op in cfg.ops
     }
 

@@ -71,8 +71,12 @@ def encode_prompts(
             + " (set data.overlong_prompts=truncate or skip)"
         )
     if too_long:
-        log.warning("%d prompt(s) over %d tokens were %s", len(too_long), max_tokens,
-                    "truncated" if overlong == "truncate" else "skipped")
+        log.warning(
+            "%d prompt(s) over %d tokens were %s",
+            len(too_long),
+            max_tokens,
+            "truncated" if overlong == "truncate" else "skipped",
+        )
     if not examples:
         raise DataError("no usable prompts left after filtering")
     return examples, counts

@@ -3,6 +3,7 @@ file, line and field."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ def read_rows(path: str, split: str = "train") -> list[dict[str, Any]]:
 
 def _read_jsonl(p: Path) -> list[dict[str, Any]]:
     rows = []
-    with open(p, "rb") as f:
+    opener = gzip.open if p.name.endswith(".gz") else open
+    with opener(p, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue

@@ -82,7 +82,9 @@ def evaluate_rows(
     for i, row in enumerate(rows):
         comps = texts[i * samples : (i + 1) * samples]
         scored = score_row(comps, row[answer_field], samples)
-        per_row.append({"prompt": row[prompt_field], "answer": row[answer_field], "completions": comps, **scored})
+        per_row.append(
+            {"prompt": row[prompt_field], "answer": row[answer_field], "completions": comps, **scored}
+        )
     n = len(per_row)
     return {
         "accuracy": sum(r["accuracy"] for r in per_row) / n,

@@ -41,8 +41,14 @@ class RLState:
         self.guard.load_state_dict(s["guard"])
 
 
-def rl_step(cfg: RLConfig, parts: RunParts, generator: Generator, algo: Algorithm,
-            terms: list[RewardTerm], state: RLState) -> tuple[dict[str, float], ScoredBatch]:
+def rl_step(
+    cfg: RLConfig,
+    parts: RunParts,
+    generator: Generator,
+    algo: Algorithm,
+    terms: list[RewardTerm],
+    state: RLState,
+) -> tuple[dict[str, float], ScoredBatch]:
     times: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -67,20 +73,39 @@ def rl_step(cfg: RLConfig, parts: RunParts, generator: Generator, algo: Algorith
     T = rollouts.response_mask.shape[1]
     mb_size = cfg.train.microbatch_size
     if ba["optimizer_steps_per_rl_step"] > 1:
-        batch = batch.with_(old_logprobs=response_logprobs_nograd(
-            parts.model, rollouts.input_ids, rollouts.attention_mask, T, mb_size))
+        batch = batch.with_(
+            old_logprobs=response_logprobs_nograd(
+                parts.model, rollouts.input_ids, rollouts.attention_mask, T, mb_size
+            )
+        )
     lap("old_logprobs")
     if parts.ref_model is not None:
-        batch = batch.with_(ref_logprobs=response_logprobs_nograd(
-            parts.ref_model, rollouts.input_ids, rollouts.attention_mask, T, mb_size))
+        batch = batch.with_(
+            ref_logprobs=response_logprobs_nograd(
+                parts.ref_model, rollouts.input_ids, rollouts.attention_mask, T, mb_size
+            )
+        )
     lap("ref_logprobs")
     # 5. advantages
-    batch = batch.with_(advantages=algo.advantage_fn(scores, rollouts.group_ids, rollouts.response_mask,
-                                                     cfg.algo))
+    batch = batch.with_(
+        advantages=algo.advantage_fn(scores, rollouts.group_ids, rollouts.response_mask, cfg.algo)
+    )
     # 6. update
     o = cfg.train.optim
-    metrics.update(update_policy(parts.model, parts.optimizer, algo, batch, cfg.algo, ba["minibatch_size"],
-                                 mb_size, o.max_grad_norm, state.guard))
+    metrics.update(
+        update_policy(
+            parts.model,
+            parts.optimizer,
+            algo,
+            batch,
+            cfg.algo,
+            ba["minibatch_size"],
+            mb_size,
+            o.max_grad_norm,
+            state.guard,
+            r.max_new_tokens,
+        )
+    )
     metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]
     parts.scheduler.step()
     lap("update")
@@ -90,7 +115,9 @@ def rl_step(cfg: RLConfig, parts: RunParts, generator: Generator, algo: Algorith
     metrics.update(times)
     step_s = sum(times.values())
     gen_tokens = float(rollouts.response_mask.sum())
-    metrics.update({"perf/step_s": step_s, "perf/gen_tokens_per_s": gen_tokens / max(times["perf/generate_s"], 1e-9)})
+    metrics.update(
+        {"perf/step_s": step_s, "perf/gen_tokens_per_s": gen_tokens / max(times["perf/generate_s"], 1e-9)}
+    )
     return metrics, batch
 
 
@@ -111,8 +138,15 @@ def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
 
 def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
     r = batch.rollouts
-    return [{"prompt": r.prompts[i], "completion": r.completions[i], "score": float(batch.scores[i]),
-             "answer": r.examples[i].get("answer")} for i in range(min(n, r.size))]
+    return [
+        {
+            "prompt": r.prompts[i],
+            "completion": r.completions[i],
+            "score": float(batch.scores[i]),
+            "answer": r.examples[i].get("answer"),
+        }
+        for i in range(min(n, r.size))
+    ]
 
 
 def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
@@ -140,8 +174,15 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
             every = config.train.save_every
             if (every and state.step % every == 0) or state.step == config.train.steps:
                 t = time.perf_counter()
-                save_checkpoint(ckpt_root, state.step, parts.model, parts.optimizer, parts.scheduler,
-                                state.state_dict(), config.train.keep_checkpoints)
+                save_checkpoint(
+                    ckpt_root,
+                    state.step,
+                    parts.model,
+                    parts.optimizer,
+                    parts.scheduler,
+                    state.state_dict(),
+                    config.train.keep_checkpoints,
+                )
                 log.debug("checkpoint in %.1fs", time.perf_counter() - t)
     finally:
         logger.close()

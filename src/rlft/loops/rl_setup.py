@@ -47,10 +47,14 @@ def seed_everything(seed: int) -> None:
 def batch_arithmetic(cfg: RLConfig) -> dict[str, int]:
     """Derived batch sizes; raises ConfigError naming the keys when they cannot work together."""
     r, t = cfg.rollout, cfg.train
-    for key, value in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.samples_per_prompt",
-                       r.samples_per_prompt), ("train.microbatch_size", t.microbatch_size),
-                       ("train.steps", t.steps), ("algo.epochs", cfg.algo.epochs),
-                       ("rollout.max_new_tokens", r.max_new_tokens)]:
+    for key, value in [
+        ("rollout.prompts_per_step", r.prompts_per_step),
+        ("rollout.samples_per_prompt", r.samples_per_prompt),
+        ("train.microbatch_size", t.microbatch_size),
+        ("train.steps", t.steps),
+        ("algo.epochs", cfg.algo.epochs),
+        ("rollout.max_new_tokens", r.max_new_tokens),
+    ]:
         if value < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {value}")
     sequences = r.prompts_per_step * r.samples_per_prompt
@@ -79,8 +83,8 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     log.info("config:\n%s", to_yaml(cfg))
     log.info("batch arithmetic: %s", json.dumps(arithmetic))
+    path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
     seed_everything(cfg.seed)
-    path = resolve_model_path(cfg.model.path)
     tok = load_tokenizer(path)
     model = load_causal_lm(path, cfg.model.dtype)
     model.train()
@@ -90,8 +94,14 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     if algo.uses_ref_model(cfg.algo):
         ref_model = load_causal_lm(path, cfg.model.dtype).eval().requires_grad_(False)
     rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step)
-    examples, counts = encode_prompts(rows, tok, cfg.data.prompt_field, cfg.data.system_prompt,
-                                      cfg.data.max_prompt_tokens, cfg.data.overlong_prompts)
+    examples, counts = encode_prompts(
+        rows,
+        tok,
+        cfg.data.prompt_field,
+        cfg.data.system_prompt,
+        cfg.data.max_prompt_tokens,
+        cfg.data.overlong_prompts,
+    )
     log.info("%d training prompts (%s)", len(examples), counts)
     stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and bool(cfg.data.path))
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.train.optim, cfg.train.steps)
@@ -121,12 +131,22 @@ def evaluate_heldout(cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str) ->
     if not cfg.eval.path and not heldout.exists():
         heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
     t = time.perf_counter()
-    res = evaluate_rows(parts.model, parts.tok, rows, prompt_field=cfg.data.prompt_field,
-                        answer_field=cfg.data.answer_field, system_prompt=cfg.data.system_prompt,
-                        max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+    res = evaluate_rows(
+        parts.model,
+        parts.tok,
+        rows,
+        prompt_field=cfg.data.prompt_field,
+        answer_field=cfg.data.answer_field,
+        system_prompt=cfg.data.system_prompt,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+    )
     res["seconds"] = time.perf_counter() - t
     (out_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=1))
     summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
-    print(f"[rlft] held-out greedy accuracy ({tag} training): {res['accuracy']:.1%} "
-          f"on {res['n']} problems ({res['seconds']:.0f}s)", flush=True)
+    print(
+        f"[rlft] held-out greedy accuracy ({tag} training): {res['accuracy']:.1%} "
+        f"on {res['n']} problems ({res['seconds']:.0f}s)",
+        flush=True,
+    )
     return summary

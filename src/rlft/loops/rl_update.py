@@ -47,21 +47,33 @@ class NonFiniteGuard:
         self.consecutive, self.skipped = int(s["consecutive"]), int(s["skipped"])
 
 
-def minibatch_step(model: Any, optimizer: Any, algo: Algorithm, mb: ScoredBatch, params: Any,
-                   microbatch_size: int, max_grad_norm: float, guard: NonFiniteGuard) -> dict[str, float]:
-    """One optimizer step over minibatch `mb`; loss normalised over the whole minibatch."""
+def minibatch_step(
+    model: Any,
+    optimizer: Any,
+    algo: Algorithm,
+    mb: ScoredBatch,
+    params: Any,
+    microbatch_size: int,
+    max_grad_norm: float,
+    guard: NonFiniteGuard,
+    max_len: int | None = None,
+) -> dict[str, float]:
+    """One optimizer step over minibatch `mb`; loss normalised over the whole minibatch.
+    `max_len` is the constant normaliser's length (max_new_tokens; default: the batch's T)."""
     mask = mb.rollouts.response_mask
-    weights = aggregation_weights(mask, params.loss_agg, mask.shape[1])
+    weights = aggregation_weights(mask, params.loss_agg, max_len or mask.shape[1])
     optimizer.zero_grad(set_to_none=True)
     total_loss, sums, tokens = 0.0, defaultdict(float), 0.0
     for idx in batch_indices(mb.rollouts.size, microbatch_size):
         micro = mb.select(idx)
         r = micro.rollouts
-        logprobs, entropy = response_logprobs(model, r.input_ids, r.attention_mask, r.response_mask.shape[1],
-                                              with_entropy=True)
+        logprobs, entropy = response_logprobs(
+            model, r.input_ids, r.attention_mask, r.response_mask.shape[1], with_entropy=True
+        )
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
-        token_loss, metrics = algo.token_loss(logprobs, old, micro.ref_logprobs, micro.advantages,
-                                              r.response_mask, params)
+        token_loss, metrics = algo.token_loss(
+            logprobs, old, micro.ref_logprobs, micro.advantages, r.response_mask, params
+        )
         loss = (token_loss * weights[idx]).sum()
         loss.backward()
         total_loss += loss.item()
@@ -70,10 +82,12 @@ def minibatch_step(model: Any, optimizer: Any, algo: Algorithm, mb: ScoredBatch,
         metrics["policy/entropy"] = masked_mean(entropy, r.response_mask)
         for k, v in metrics.items():
             sums[k] += float(v) * n
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(
-        [p for p in model.parameters() if p.requires_grad],
-        max_grad_norm if max_grad_norm > 0 else float("inf"),
-    ))
+    grad_norm = float(
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad],
+            max_grad_norm if max_grad_norm > 0 else float("inf"),
+        )
+    )
     if guard.check(total_loss, grad_norm):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -82,9 +96,18 @@ def minibatch_step(model: Any, optimizer: Any, algo: Algorithm, mb: ScoredBatch,
     return out
 
 
-def update_policy(model: Any, optimizer: Any, algo: Algorithm, batch: ScoredBatch, params: Any,
-                  minibatch_size: int, microbatch_size: int, max_grad_norm: float,
-                  guard: NonFiniteGuard) -> dict[str, float]:
+def update_policy(
+    model: Any,
+    optimizer: Any,
+    algo: Algorithm,
+    batch: ScoredBatch,
+    params: Any,
+    minibatch_size: int,
+    microbatch_size: int,
+    max_grad_norm: float,
+    guard: NonFiniteGuard,
+    max_len: int | None = None,
+) -> dict[str, float]:
     """epochs x minibatches optimizer steps; returns metrics averaged over them."""
     model.train()
     size = batch.rollouts.size
@@ -93,8 +116,9 @@ def update_policy(model: Any, optimizer: Any, algo: Algorithm, batch: ScoredBatc
         order = torch.randperm(size) if params.epochs > 1 or minibatch_size < size else torch.arange(size)
         for chunk in batch_indices(size, minibatch_size):
             mb = batch.select(order[chunk])
-            for k, v in minibatch_step(model, optimizer, algo, mb, params, microbatch_size,
-                                       max_grad_norm, guard).items():
+            for k, v in minibatch_step(
+                model, optimizer, algo, mb, params, microbatch_size, max_grad_norm, guard, max_len
+            ).items():
                 all_metrics[k].append(v)
     out = {k: sum(v) / len(v) for k, v in all_metrics.items()}
     out["optim/skipped_steps"] = float(guard.skipped)

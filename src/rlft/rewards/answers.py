@@ -8,7 +8,7 @@ from fractions import Fraction
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 BOXED = re.compile(r"\\boxed\{")
 HASHES = re.compile(r"####\s*(.+)")
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
 def boxed_contents(text: str) -> str | None:

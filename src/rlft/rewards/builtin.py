@@ -10,7 +10,9 @@ from rlft.rewards.answers import ANSWER_TAG, answers_equal, extract_answer
 RewardFn = Callable[..., float]
 
 
-def numeric_answer(prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer") -> float:
+def numeric_answer(
+    prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer"
+) -> float:
     """1.0 if the completion's final answer equals the row's answer (numerically when possible)."""
     if answer_field not in example:
         raise KeyError(f"numeric_answer needs the dataset field '{answer_field}'")

@@ -59,6 +59,8 @@ def as_named(reward_fns: Any) -> dict[str, Callable] | None:
 
 
 def _checked(value: Any) -> float | None:
+    if isinstance(value, (str, bytes)):
+        return None
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # numpy / torch scalars
@@ -97,8 +99,13 @@ def score_completions(
         metrics[f"reward/{term.name}"] = float(t.mean()) if len(values) else 0.0
         metrics[f"reward/{term.name}_failures"] = float(failures)
         if failures:
-            log.warning("reward '%s' failed on %d of %d completions (first: %s); scored 0",
-                        term.name, failures, len(values), first_error)
+            log.warning(
+                "reward '%s' failed on %d of %d completions (first: %s); scored 0",
+                term.name,
+                failures,
+                len(values),
+                first_error,
+            )
     metrics["reward/mean"] = float(total.mean()) if len(completions) else 0.0
     metrics["reward/std"] = float(total.std()) if len(completions) > 1 else 0.0
     return total, metrics

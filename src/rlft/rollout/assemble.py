@@ -14,8 +14,11 @@ from rlft.rollout.hf import left_pad
 
 
 def sample_rollouts(
-    generator: Generator, examples: Sequence[PromptExample], samples_per_prompt: int,
-    params: SamplingParams, tok: Any,
+    generator: Generator,
+    examples: Sequence[PromptExample],
+    samples_per_prompt: int,
+    params: SamplingParams,
+    tok: Any,
 ) -> Rollouts:
     """Generate for each prompt repeated G times (all G samples of a prompt stay together)."""
     repeated = [ex for ex in examples for _ in range(samples_per_prompt)]
@@ -24,7 +27,9 @@ def sample_rollouts(
     return assemble(repeated, gens, group_ids, tok)
 
 
-def assemble(examples: Sequence[PromptExample], gens: Generations, group_ids: torch.Tensor, tok: Any) -> Rollouts:
+def assemble(
+    examples: Sequence[PromptExample], gens: Generations, group_ids: torch.Tensor, tok: Any
+) -> Rollouts:
     """input_ids [B, Lp+T]: left-padded prompts, then responses right-padded to the longest one."""
     pad = tok.pad_token_id
     prompt_ids, prompt_mask = left_pad([ex.ids for ex in examples], pad)

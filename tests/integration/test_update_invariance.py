@@ -1,0 +1,155 @@
+"""The update phase on the tiny model: hand-computed loss, grad accumulation invariance, padding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlft.algorithms import get_algorithm
+from rlft.batch import ScoredBatch
+from rlft.data.prompts import PromptExample
+from rlft.forward import response_logprobs, response_logprobs_nograd
+from rlft.loops.rl_update import NonFiniteGuard, minibatch_step
+from rlft.rollout.assemble import assemble
+from rlft.rollout.base import Generations
+from rlft.schema.rl import AlgoConfig
+
+PROMPTS = ["What is 2 + 3?", "Hi", "What is 10 * 12?", "7-1?"]
+RESPONSES = ["5", "3", "12", "66"]  # + EOS on the first three -> lengths 2, 2, 3, 2 (see below)
+
+
+class GradCapture:
+    """Stands in for the optimizer: step() records the accumulated grads instead of moving weights."""
+
+    def __init__(self, model):
+        self.params = dict(model.named_parameters())
+        self.grads: dict[str, torch.Tensor] | None = None
+        self.steps = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    def step(self) -> None:
+        self.steps += 1
+        self.grads = {k: p.grad.clone() for k, p in self.params.items() if p.grad is not None}
+
+
+def _batch(tok, responses=RESPONSES, eos=(True, True, True, False)) -> ScoredBatch:
+    examples = [
+        PromptExample(text=p, ids=tok(p, add_special_tokens=False)["input_ids"], row={}) for p in PROMPTS
+    ]
+    resp = [
+        tok(r, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else [])
+        for r, e in zip(responses, eos, strict=True)
+    ]
+    gens = Generations(response_ids=resp, finished=list(eos))
+    rollouts = assemble(examples, gens, torch.tensor([0, 0, 1, 1]), tok)
+    return ScoredBatch(rollouts=rollouts, scores=torch.zeros(4))
+
+
+def _with_adv(batch: ScoredBatch, per_seq: list[float]) -> ScoredBatch:
+    mask = batch.rollouts.response_mask
+    return batch.with_(advantages=torch.tensor(per_seq)[:, None].expand_as(mask).float())
+
+
+def _step(model, batch, params, micro, max_len=8):
+    # max_len plays rollout.max_new_tokens: the constant normaliser's fixed length
+    opt = GradCapture(model)
+    metrics = minibatch_step(
+        model, opt, get_algorithm("grpo"), batch, params, micro, 0.0, NonFiniteGuard(3), max_len
+    )
+    assert opt.steps == 1
+    return opt.grads, metrics
+
+
+def test_batch_layout(tiny_tok):
+    r = _batch(tiny_tok).rollouts
+    # char-level tokenizer: '5'+EOS = 2, '3'+EOS = 2, '12'+EOS = 3, '66' (no EOS) = 2 -> T = 3
+    assert r.response_mask.sum(-1).tolist() == [2, 2, 3, 2]
+    assert r.response_mask.shape == (4, 3)
+    # longest prompt 'What is 10 * 12?' = 16 chars, so L = 16 + 3
+    assert r.input_ids.shape == (4, 19) and r.prompt_len == 16
+    assert r.truncated.tolist() == [False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        # advantages [1, -1, 0.5, 0] on lengths [2, 2, 3, 2] (9 tokens), ratio 1 (old = current):
+        # token_mean: -(2*1 + 2*(-1) + 3*0.5 + 2*0)/9 = -1.5/9 = -0.1666667
+        ("token_mean", -1.5 / 9),
+        # seq_mean: -(1 + (-1) + 0.5 + 0)/4 = -0.125
+        ("seq_mean", -0.125),
+        # constant (max_len = max_new_tokens = 8): -(2 - 2 + 1.5 + 0)/(4*8) = -0.046875
+        ("constant", -1.5 / 32),
+    ],
+)
+def test_minibatch_loss_hand_computed(tiny_model, tiny_tok, mode, expected):
+    batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
+    _, m = _step(tiny_model, batch, AlgoConfig(loss_agg=mode), micro=2)
+    assert m["loss/policy"] == pytest.approx(expected, abs=1e-6)
+    assert m["policy/clip_frac"] == 0.0  # ratio exactly 1 everywhere
+    assert m["policy/ratio_mean"] == pytest.approx(1.0)
+
+
+def test_kl_term_hand_computed(tiny_model, tiny_tok):
+    batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
+    r = batch.rollouts
+    logp = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    batch = batch.with_(ref_logprobs=logp + math.log(0.5))  # pi_ref = pi / 2 on every token
+    _, m = _step(tiny_model, batch, AlgoConfig(kl_coef=0.1, kl_estimator="k3"), micro=4)
+    # k3 with r = pi_ref/pi = 0.5: 0.5 - 1 - log 0.5 = 0.193147 on every token
+    assert m["policy/kl"] == pytest.approx(0.193147, abs=1e-5)
+    # token_mean weights sum to 1: -1.5/9 + 0.1 * 0.193147 = -0.1666667 + 0.0193147 = -0.1473520
+    assert m["loss/policy"] == pytest.approx(-0.1473520, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean", "constant"])
+def test_grad_accumulation_equals_one_big_batch(tiny_model, tiny_tok, mode):
+    batch = _with_adv(_batch(tiny_tok), [1.3, -0.7, 0.4, -1.0])
+    r = batch.rollouts
+    logp = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    # old logprobs shifted so ratios exp(-0.5)=0.61, 1, exp(0.3)=1.35 occur: some tokens clip
+    shift = torch.tensor([[-0.5, 0.0, 0.3]]).expand_as(logp)
+    batch = batch.with_(old_logprobs=logp + shift, ref_logprobs=logp - 0.2)
+    params = AlgoConfig(kl_coef=0.05, loss_agg=mode)
+    g1, m1 = _step(tiny_model, batch, params, micro=1)
+    g4, m4 = _step(tiny_model, batch, params, micro=4)
+    assert g1.keys() == g4.keys() and len(g1) > 0
+    for k in g4:
+        assert torch.allclose(g1[k], g4[k], rtol=1e-4, atol=1e-7), k
+    assert m1["policy/clip_frac"] > 0  # the clipped branch really is exercised
+    for key in ("loss/policy", "optim/grad_norm", "policy/clip_frac", "policy/kl", "policy/entropy"):
+        assert m1[key] == pytest.approx(m4[key], rel=1e-4, abs=1e-7), key
+
+
+def test_left_padding_does_not_change_logprobs(tiny_model, tiny_tok):
+    batch = _batch(tiny_tok)
+    r = batch.rollouts
+    padded = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    # row 1 ('Hi', 2 chars) carries 16 - 2 = 14 left pads; alone it has none (its response '3'+EOS
+    # is 2 of T=3, so only the last position is right padding, which a causal model never sees)
+    alone_ids = r.input_ids[1:2, 14:]
+    alone_mask = r.attention_mask[1:2, 14:]
+    assert alone_mask.tolist() == [[1, 1, 1, 1, 0]]
+    with torch.no_grad():
+        alone, _ = response_logprobs(tiny_model.eval(), alone_ids, alone_mask, 3)
+    m = r.response_mask[1]
+    assert torch.allclose(padded[1][m], alone[0][m], atol=1e-5)
+
+
+def test_constant_aggregation_ignores_padding_width(tiny_model, tiny_tok):
+    batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
+    # the same batch, except row 2 answers '123' (4 tokens with EOS), which widens T from 3 to 4
+    wide = _with_adv(_batch(tiny_tok, responses=["5", "3", "123", "66"]), [1.0, -1.0, 0.5, 0.0])
+    assert wide.rollouts.response_mask.shape[1] == 4  # '123' + EOS
+    params = AlgoConfig(loss_agg="constant")
+    _, m3 = _step(tiny_model, batch, params, micro=4)
+    _, m4 = _step(tiny_model, wide, params, micro=4)
+    # token counts 2,2,3,2 vs 2,2,4,2: sum A*len = 2 - 2 + 1.5 = 1.5 vs 2 - 2 + 2 = 2.0
+    # with one fixed constant C: -1.5/(4C) vs -2.0/(4C), ratio exactly 0.75 whatever C is;
+    # with C = T per batch: -1.5/12 = -0.125 vs -2/16 = -0.125, ratio 1.0
+    assert m3["loss/policy"] / m4["loss/policy"] == pytest.approx(0.75, rel=1e-5)
