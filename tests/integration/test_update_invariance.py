@@ -153,3 +153,29 @@ def test_constant_aggregation_ignores_padding_width(tiny_model, tiny_tok):
     # with one fixed constant C: -1.5/(4C) vs -2.0/(4C), ratio exactly 0.75 whatever C is;
     # with C = T per batch: -1.5/12 = -0.125 vs -2/16 = -0.125, ratio 1.0
     assert m3["loss/policy"] / m4["loss/policy"] == pytest.approx(0.75, rel=1e-5)
+
+
+def test_zero_advantage_rows_are_skipped_exactly(tiny_model, tiny_tok, monkeypatch):
+    # rows 1 and 3 have advantage 0 and there is no KL term: their loss -min(r*0, clip(r)*0) = 0
+    # has zero gradient, so skipping their forward/backward must leave every grad unchanged, while
+    # token_mean still divides by all 9 tokens: loss = -(2*1 + 3*0.5)/9 = -3.5/9
+    batch = _with_adv(_batch(tiny_tok), [1.0, 0.0, 0.5, 0.0])
+    algo = get_algorithm("grpo")
+    assert algo.rows_with_gradient(batch, AlgoConfig()).tolist() == [True, False, True, False]
+    skipped, m_skip = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    monkeypatch.setattr(type(algo), "rows_with_gradient", lambda self, b, p: torch.ones(4, dtype=torch.bool))
+    full, m_full = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    assert m_skip["perf/active_rows_frac"] == 0.5 and m_full["perf/active_rows_frac"] == 1.0
+    assert m_skip["loss/policy"] == pytest.approx(-3.5 / 9, abs=1e-6)
+    for k in full:
+        assert torch.allclose(skipped[k], full[k], rtol=1e-5, atol=1e-8), k
+
+
+def test_all_rows_zero_advantage_still_steps_with_zero_grads(tiny_model, tiny_tok):
+    # a full backward of an all-zero loss gives zero (not missing) grads, and AdamW's momentum
+    # would still move the weights; skipping every row must keep those semantics
+    batch = _with_adv(_batch(tiny_tok), [0.0, 0.0, 0.0, 0.0])
+    grads, m = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    assert m["perf/active_rows_frac"] == 0.0 and m["optim/grad_norm"] == 0.0
+    assert len(grads) == len(dict(tiny_model.named_parameters()))
+    assert all(float(g.abs().max()) == 0.0 for g in grads.values())

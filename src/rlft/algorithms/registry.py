@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
 from rlft.algorithms.core import KL_ESTIMATORS, clipped_policy_loss, group_normalized
@@ -39,6 +40,16 @@ class Algorithm:
 
     def uses_ref_model(self, params: AlgoParams) -> bool:
         return params.kl_coef > 0
+
+    def rows_with_gradient(self, batch: Any, params: AlgoParams) -> Tensor:
+        """bool [B]: rows whose loss can have a non-zero gradient. A row with all-zero advantages
+        and no KL term in the loss contributes exactly nothing, so the update may skip it."""
+        adv = batch.advantages
+        rows = (adv != 0).any(-1) if adv is not None else torch.ones(batch.rollouts.size, dtype=torch.bool)
+        kl_in_loss = batch.ref_logprobs is not None and params.kl_coef > 0 and not self.kl_in_reward
+        if kl_in_loss or self.uses_value_model:
+            return torch.ones_like(rows)
+        return rows
 
     def token_loss(
         self,

@@ -76,7 +76,7 @@ def evaluate_rows(
     examples, _ = encode_prompts(rows, tok, prompt_field, system_prompt, max_prompt_tokens, "truncate")
     generator = HFGenerator(model, tok, batch_size)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
-    gens = generator.generate([ex.ids for ex in examples for _ in range(samples)], params)
+    gens = generator.generate([ex.ids for ex in examples], params, samples)
     texts = tok.batch_decode(gens.response_ids, skip_special_tokens=True)
     per_row, lengths = [], [len(r) for r in gens.response_ids]
     for i, row in enumerate(rows):

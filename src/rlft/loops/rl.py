@@ -188,7 +188,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
         logger.close()
     results["final_dir"] = str(save_final(parts, out_dir))
     if config.eval.after:
-        results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after")
+        results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
     results["metrics"] = metrics
     results["steps"] = state.step
     torch.set_grad_enabled(True)

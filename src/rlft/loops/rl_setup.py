@@ -7,6 +7,8 @@ import logging
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,29 +126,68 @@ def save_final(parts: RunParts, out_dir: Path) -> Path:
     return final
 
 
-def evaluate_heldout(cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str) -> dict[str, Any]:
-    """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json."""
+def evaluate_heldout(
+    cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str, model_dir: str | None = None
+) -> dict[str, Any]:
+    """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json. With
+    eval.fresh_process and a `model_dir`, a new `rlft eval` process loads the saved model."""
     rows = load_eval_rows(cfg.eval.path, cfg.data, cfg.eval.limit)
-    heldout = out_dir / "heldout.jsonl"
-    if not cfg.eval.path and not heldout.exists():
+    heldout = Path(cfg.eval.path) if cfg.eval.path else out_dir / "heldout.jsonl"
+    if not cfg.eval.path:
         heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
     t = time.perf_counter()
-    res = evaluate_rows(
-        parts.model,
-        parts.tok,
-        rows,
-        prompt_field=cfg.data.prompt_field,
-        answer_field=cfg.data.answer_field,
-        system_prompt=cfg.data.system_prompt,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-    )
+    if model_dir is not None and cfg.eval.fresh_process:
+        res = eval_in_fresh_process(cfg, model_dir, heldout, out_dir / f"eval_{tag}.json")
+    else:
+        res = evaluate_rows(
+            parts.model,
+            parts.tok,
+            rows,
+            prompt_field=cfg.data.prompt_field,
+            answer_field=cfg.data.answer_field,
+            system_prompt=cfg.data.system_prompt,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+        )
+        (out_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=1))
     res["seconds"] = time.perf_counter() - t
-    (out_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=1))
     summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
+    where = " in a fresh process" if model_dir is not None and cfg.eval.fresh_process else ""
     print(
-        f"[rlft] held-out greedy accuracy ({tag} training): {res['accuracy']:.1%} "
+        f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
         f"on {res['n']} problems ({res['seconds']:.0f}s)",
         flush=True,
     )
     return summary
+
+
+def eval_in_fresh_process(cfg: RLConfig, model_dir: str, data: Path, out_json: Path) -> dict[str, Any]:
+    """Run `python -m rlft eval` on the saved model, exactly as a user would."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlft",
+        "eval",
+        "--model",
+        model_dir,
+        "--data",
+        str(data),
+        "--max-new-tokens",
+        str(cfg.eval.max_new_tokens),
+        "--batch-size",
+        str(cfg.eval.batch_size),
+        "--prompt-field",
+        cfg.data.prompt_field,
+        "--answer-field",
+        cfg.data.answer_field,
+        "--json",
+        str(out_json),
+        "--rows-out",
+        str(out_json.with_suffix(".rows.jsonl")),
+    ]
+    if cfg.data.system_prompt:
+        cmd += ["--system-prompt", cfg.data.system_prompt]
+    if cfg.eval.limit:
+        cmd += ["--limit", str(cfg.eval.limit)]
+    subprocess.run(cmd, check=True)
+    return json.loads(out_json.read_text())

@@ -64,7 +64,11 @@ def minibatch_step(
     weights = aggregation_weights(mask, params.loss_agg, max_len or mask.shape[1])
     optimizer.zero_grad(set_to_none=True)
     total_loss, sums, tokens = 0.0, defaultdict(float), 0.0
-    for idx in batch_indices(mb.rollouts.size, microbatch_size):
+    # rows whose loss has zero gradient (e.g. zero advantage, no KL) skip the forward/backward:
+    # exact, since the normalising weights above already count every row of the minibatch
+    active = algo.rows_with_gradient(mb, params).nonzero().squeeze(-1)
+    for chunk in batch_indices(len(active), microbatch_size):
+        idx = active[chunk]
         micro = mb.select(idx)
         r = micro.rollouts
         logprobs, entropy = response_logprobs(
@@ -82,17 +86,24 @@ def minibatch_step(
         metrics["policy/entropy"] = masked_mean(entropy, r.response_mask)
         for k, v in metrics.items():
             sums[k] += float(v) * n
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if len(active) == 0:  # what a full backward of an all-zero loss gives: zero gradients
+        for p in trainable:
+            p.grad = torch.zeros_like(p)
     grad_norm = float(
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad],
-            max_grad_norm if max_grad_norm > 0 else float("inf"),
-        )
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
     )
     if guard.check(total_loss, grad_norm):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     out = {k: v / max(tokens, 1.0) for k, v in sums.items()}
-    out.update({"loss/policy": total_loss, "optim/grad_norm": grad_norm})
+    out.update(
+        {
+            "loss/policy": total_loss,
+            "optim/grad_norm": grad_norm,
+            "perf/active_rows_frac": len(active) / max(mb.rollouts.size, 1),
+        }
+    )
     return out
 
 

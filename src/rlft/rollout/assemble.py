@@ -22,7 +22,7 @@ def sample_rollouts(
 ) -> Rollouts:
     """Generate for each prompt repeated G times (all G samples of a prompt stay together)."""
     repeated = [ex for ex in examples for _ in range(samples_per_prompt)]
-    gens = generator.generate([ex.ids for ex in repeated], params)
+    gens = generator.generate([ex.ids for ex in examples], params, samples_per_prompt)
     group_ids = torch.arange(len(examples)).repeat_interleave(samples_per_prompt)
     return assemble(repeated, gens, group_ids, tok)
 

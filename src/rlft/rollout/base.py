@@ -22,8 +22,10 @@ class Generations:
 
 
 class Generator(Protocol):
-    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> Generations:
-        """Sample one completion per prompt (repeat prompts for several samples)."""
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, samples_per_prompt: int = 1
+    ) -> Generations:
+        """Sample `samples_per_prompt` completions per prompt, prompt-major (all of prompt 0 first)."""
         ...
 
     def sync_weights(self, model: Any) -> None:
@@ -32,8 +34,10 @@ class Generator(Protocol):
 
 
 def make_generator(backend: str, model: Any, tok: Any, batch_size: int) -> Generator:
-    if backend == "hf":
-        from rlft.rollout.hf import HFGenerator
+    """`hf`: the lean KV-cache sampling loop (rlft.rollout.decode); `hf_generate`: transformers'
+    own `generate`, kept as the reference implementation."""
+    from rlft.rollout.hf import HFGenerator
 
-        return HFGenerator(model, tok, batch_size)
-    raise ValueError(f"unknown rollout backend 'rollout.backend={backend}' (available: hf)")
+    if backend in ("hf", "hf_generate"):
+        return HFGenerator(model, tok, batch_size, use_generate=backend == "hf_generate")
+    raise ValueError(f"unknown rollout backend 'rollout.backend={backend}' (available: hf, hf_generate)")

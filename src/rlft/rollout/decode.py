@@ -71,10 +71,11 @@ def decode(
         logits = logits.repeat_interleave(repeats, dim=0)
         prompt_mask = prompt_mask.repeat_interleave(repeats, dim=0)
     n = prompt_mask.shape[0]
-    alive = torch.arange(n)  # original row of each live cache row
+    device = prompt_mask.device
+    alive = torch.arange(n, device=device)  # original row of each live cache row
     mask = prompt_mask
     positions = prompt_mask.sum(-1)  # next position per live row
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     responses: list[list[int]] = [[] for _ in range(n)]
     finished = [False] * n
     for step in range(params.max_new_tokens):
@@ -93,7 +94,7 @@ def decode(
             idx = keep.nonzero().squeeze(-1)
             cache.batch_select_indices(idx)
             alive, tokens, mask, positions = alive[idx], tokens[idx], mask[idx], positions[idx]
-        mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(
             input_ids=tokens[:, None],
             attention_mask=mask,

@@ -1,4 +1,4 @@
-"""Generation with transformers' `generate` (KV cache, batched, stop at EOS)."""
+"""The transformers-backed generator (KV cache, batched, stop at EOS)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from rlft.rollout.base import Generations, SamplingParams
+from rlft.rollout.decode import decode
 
 
 def eos_token_ids(model: Any, tok: Any) -> list[int]:
@@ -42,23 +43,49 @@ def cut_at_eos(row: list[int], eos: set[int]) -> tuple[list[int], bool]:
 
 
 class HFGenerator:
-    """Samples from the policy module itself, so weight sync is a no-op."""
+    """Samples from the policy module itself, so weight sync is a no-op.
 
-    def __init__(self, model: Any, tok: Any, batch_size: int = 64):
+    By default it runs the lean loop of rlft.rollout.decode (shared prompt prefill, finished rows
+    leave the batch); `use_generate=True` calls transformers' `generate` instead (the reference).
+    """
+
+    def __init__(self, model: Any, tok: Any, batch_size: int = 64, use_generate: bool = False):
         self.model = model
         self.tok = tok
         self.batch_size = batch_size
+        self.use_generate = use_generate
         self.eos = eos_token_ids(model, tok)
 
     def sync_weights(self, model: Any) -> None:
         self.model = model
 
     @torch.no_grad()
-    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> Generations:
-        from transformers import GenerationConfig
-
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, samples_per_prompt: int = 1
+    ) -> Generations:
         was_training = self.model.training
         self.model.eval()  # dropout off, and KV cache on even with gradient checkpointing
+        per_call = max(1, self.batch_size // samples_per_prompt)  # prompts per call
+        responses: list[list[int]] = []
+        finished: list[bool] = []
+        try:
+            for start in range(0, len(prompt_ids), per_call):
+                ids, mask = left_pad(prompt_ids[start : start + per_call], self.tok.pad_token_id)
+                device = next(self.model.parameters()).device
+                ids, mask = ids.to(device), mask.to(device)
+                if self.use_generate:
+                    out = self._hf_generate(ids, mask, params, samples_per_prompt)
+                else:
+                    out = decode(self.model, ids, mask, samples_per_prompt, params, self.eos)
+                responses.extend(out.response_ids)
+                finished.extend(out.finished)
+        finally:
+            self.model.train(was_training)
+        return Generations(response_ids=responses, finished=finished)
+
+    def _hf_generate(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams, repeats: int):
+        from transformers import GenerationConfig
+
         greedy = params.temperature <= 0
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -70,19 +97,7 @@ class HFGenerator:
             pad_token_id=self.tok.pad_token_id,
             use_cache=True,
         )
-        responses, finished = [], []
-        try:
-            for start in range(0, len(prompt_ids), self.batch_size):
-                chunk = prompt_ids[start : start + self.batch_size]
-                ids, mask = left_pad(chunk, self.tok.pad_token_id)
-                device = next(self.model.parameters()).device
-                out = self.model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-                )
-                for row in out[:, ids.shape[1] :].tolist():
-                    resp, done = cut_at_eos(row, set(self.eos))
-                    responses.append(resp)
-                    finished.append(done)
-        finally:
-            self.model.train(was_training)
-        return Generations(response_ids=responses, finished=finished)
+        ids, mask = ids.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        cut = [cut_at_eos(row, set(self.eos)) for row in out[:, ids.shape[1] :].tolist()]
+        return Generations(response_ids=[c[0] for c in cut], finished=[c[1] for c in cut])

@@ -63,6 +63,7 @@ class EvalConfig:
     path: str = field("", "held-out JSONL (prompt, answer); empty = the built-in task's held-out split")
     before: bool = field(True, "evaluate the initial model before training")
     after: bool = field(True, "evaluate the final model after training")
+    fresh_process: bool = field(True, "evaluate the final model in a new process loading final/")
     max_new_tokens: int = field(64, "completion budget when evaluating")
     batch_size: int = field(64, "prompts per generate call when evaluating")
     limit: int = field(0, "evaluate only the first N rows (0 = all)")
