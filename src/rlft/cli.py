@@ -93,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from rlft.data.rows import read_rows, require_fields
-    from rlft.loops.evaluate import evaluate_rows
+    from rlft.loops.evaluate import evaluate_rows, write_eval_results
     from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     torch.manual_seed(args.seed)
@@ -119,14 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"model {args.model}: accuracy {res['accuracy']:.4f}  pass@{k} {res['pass@k']:.4f}  "
         f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
     )
-    summary = {key: res[key] for key in ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")}
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(summary, f, indent=1)
-    if args.rows_out:
-        with open(args.rows_out, "w") as f:
-            for r in res["rows"]:
-                f.write(json.dumps(r) + "\n")
+    write_eval_results(res, args.json_out, args.rows_out)
     return 0
 
 

@@ -11,24 +11,34 @@ from rlft.ops import entropy_from_logits, gather_logprobs, position_ids_from_mas
 
 
 def response_logprobs(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int, with_entropy: bool = False
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    response_len: int,
+    with_entropy: bool = False,
+    share_prompt: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Logprobs [B, T] of the last T tokens of input_ids [B, L] given everything before them.
 
     Only the T positions that predict response tokens go through the LM head (logits_to_keep),
     so [B, L, V] is never built. Positions are counted over real tokens (left padding safe).
+    With `share_prompt`, rows with identical prompt tokens run their prompt once and share its KV
+    cache: the same maths, with gradients flowing into the shared pass.
     """
-    t = response_len
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        logits_to_keep=t + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :]  # position j predicts token j + 1
-    targets = input_ids[:, -t:]
-    logprobs = gather_logprobs(logits, targets)
+    prompts = input_ids[:, : input_ids.shape[1] - response_len]
+    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    if share_prompt and len(distinct) < len(prompts):
+        logits = _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
+    else:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            logits_to_keep=response_len + 1,
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1, :]  # position j predicts token j + 1
+    logprobs = gather_logprobs(logits, input_ids[:, -response_len:])
     entropy = None
     if with_entropy:
         with torch.no_grad():
@@ -36,23 +46,56 @@ def response_logprobs(
     return logprobs, entropy
 
 
-@torch.no_grad()
-def response_logprobs_nograd(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int, microbatch_size: int
+def _shared_prompt_logits(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, t: int, inverse: Tensor
 ) -> Tensor:
-    """`response_logprobs` under no_grad in eval mode, microbatched; [B, T]."""
+    """Logits [B, T, V] predicting the response tokens, running each distinct prompt once;
+    inverse [B] maps each row to its distinct prompt."""
+    from transformers import DynamicCache
+
+    b, lp = input_ids.shape[0], input_ids.shape[1] - t
+    rows = torch.arange(b, device=input_ids.device)
+    first = torch.full((int(inverse.max()) + 1,), b, device=input_ids.device)
+    first = first.scatter_reduce(0, inverse, rows, "amin")  # one row per distinct prompt
+    prompt_mask = attention_mask[first, :lp]
+    out = model(
+        input_ids=input_ids[first, :lp],
+        attention_mask=prompt_mask,
+        position_ids=position_ids_from_mask(prompt_mask),
+        past_key_values=DynamicCache(config=model.config),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    first_logits = out.logits[inverse]  # [B, 1, V]: the last prompt position predicts token 0
+    if t == 1:
+        return first_logits
+    cache = out.past_key_values
+    cache.batch_select_indices(inverse)  # repeat each prompt's keys/values for its rows
+    start = prompt_mask.sum(-1)[inverse][:, None]
+    positions = start + torch.arange(t - 1, device=input_ids.device)[None, :]
+    rest = model(
+        input_ids=input_ids[:, lp : lp + t - 1],
+        attention_mask=attention_mask[:, : lp + t - 1],
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return torch.cat([first_logits, rest.logits], dim=1)
+
+
+@torch.no_grad()
+def rollout_logprobs(model: Any, rollouts: Any, microbatch_size: int, share_prompt: bool = True) -> Tensor:
+    """Logprobs [B, T] of a `Rollouts` batch under no_grad in eval mode, microbatched (reference
+    and old-policy passes)."""
     was_training = model.training
     model.eval()
+    t = rollouts.response_mask.shape[1]
+    parts = []
     try:
-        parts = [
-            response_logprobs(
-                model,
-                input_ids[i : i + microbatch_size],
-                attention_mask[i : i + microbatch_size],
-                response_len,
-            )[0]
-            for i in range(0, input_ids.shape[0], microbatch_size)
-        ]
+        for i in range(0, rollouts.size, microbatch_size):
+            rows = slice(i, i + microbatch_size)
+            ids, mask = rollouts.input_ids[rows], rollouts.attention_mask[rows]
+            parts.append(response_logprobs(model, ids, mask, t, share_prompt=share_prompt)[0])
     finally:
         model.train(was_training)
     return torch.cat(parts)

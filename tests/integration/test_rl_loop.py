@@ -122,7 +122,8 @@ def test_eval_before_and_after_files(make_rl_config, tmp_path):
     res = rlft.train_rl(cfg)
     for tag in ("before", "after"):
         ev = json.loads((out / f"eval_{tag}.json").read_text())
-        assert 0.0 <= ev["accuracy"] <= 1.0 and ev["n"] == 4 and len(ev["rows"]) == 4
+        rows = (out / f"eval_{tag}.rows.jsonl").read_text().splitlines()
+        assert 0.0 <= ev["accuracy"] <= 1.0 and ev["n"] == 4 and len(rows) == 4
         assert res["eval"][tag]["n"] == 4
     heldout = (out / "heldout.jsonl").read_text().splitlines()
     assert len(heldout) == 4 and all(json.loads(x)["answer"] for x in heldout)

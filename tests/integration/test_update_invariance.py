@@ -10,7 +10,7 @@ import torch
 from rlft.algorithms import get_algorithm
 from rlft.batch import ScoredBatch
 from rlft.data.prompts import PromptExample
-from rlft.forward import response_logprobs, response_logprobs_nograd
+from rlft.forward import response_logprobs, rollout_logprobs
 from rlft.loops.rl_update import NonFiniteGuard, minibatch_step
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
@@ -98,7 +98,7 @@ def test_minibatch_loss_hand_computed(tiny_model, tiny_tok, mode, expected):
 def test_kl_term_hand_computed(tiny_model, tiny_tok):
     batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
     r = batch.rollouts
-    logp = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    logp = rollout_logprobs(tiny_model, r, 4)
     batch = batch.with_(ref_logprobs=logp + math.log(0.5))  # pi_ref = pi / 2 on every token
     _, m = _step(tiny_model, batch, AlgoConfig(kl_coef=0.1, kl_estimator="k3"), micro=4)
     # k3 with r = pi_ref/pi = 0.5: 0.5 - 1 - log 0.5 = 0.193147 on every token
@@ -111,7 +111,7 @@ def test_kl_term_hand_computed(tiny_model, tiny_tok):
 def test_grad_accumulation_equals_one_big_batch(tiny_model, tiny_tok, mode):
     batch = _with_adv(_batch(tiny_tok), [1.3, -0.7, 0.4, -1.0])
     r = batch.rollouts
-    logp = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    logp = rollout_logprobs(tiny_model, r, 4)
     # old logprobs shifted so ratios exp(-0.5)=0.61, 1, exp(0.3)=1.35 occur: some tokens clip
     shift = torch.tensor([[-0.5, 0.0, 0.3]]).expand_as(logp)
     batch = batch.with_(old_logprobs=logp + shift, ref_logprobs=logp - 0.2)
@@ -129,7 +129,7 @@ def test_grad_accumulation_equals_one_big_batch(tiny_model, tiny_tok, mode):
 def test_left_padding_does_not_change_logprobs(tiny_model, tiny_tok):
     batch = _batch(tiny_tok)
     r = batch.rollouts
-    padded = response_logprobs_nograd(tiny_model, r.input_ids, r.attention_mask, 3, 4)
+    padded = rollout_logprobs(tiny_model, r, 4)
     # row 1 ('Hi', 2 chars) carries 16 - 2 = 14 left pads; alone it has none (its response '3'+EOS
     # is 2 of T=3, so only the last position is right padding, which a causal model never sees)
     alone_ids = r.input_ids[1:2, 14:]
@@ -179,3 +179,27 @@ def test_all_rows_zero_advantage_still_steps_with_zero_grads(tiny_model, tiny_to
     assert m["perf/active_rows_frac"] == 0.0 and m["optim/grad_norm"] == 0.0
     assert len(grads) == len(dict(tiny_model.named_parameters()))
     assert all(float(g.abs().max()) == 0.0 for g in grads.values())
+
+
+def test_shared_prompt_forward_equals_plain_forward(tiny_model, tiny_tok):
+    # give rows 0,1 one prompt and rows 2,3 another, so the shared path runs 2 distinct prompts
+    # once each and repeats their KV caches for the pairs
+    batch = _batch(tiny_tok)
+    r = batch.rollouts
+    ids = r.input_ids.clone()
+    mask = r.attention_mask.clone()
+    lp = ids.shape[1] - 3
+    ids[1, :lp], mask[1, :lp] = ids[0, :lp], mask[0, :lp]
+    ids[3, :lp], mask[3, :lp] = ids[2, :lp], mask[2, :lp]
+    grads = []
+    for share in (False, True):
+        tiny_model.zero_grad()
+        logp, _ = response_logprobs(tiny_model, ids, mask, 3, share_prompt=share)
+        (logp * r.response_mask).sum().backward()
+        grads.append({k: p.grad.clone() for k, p in tiny_model.named_parameters()})
+        if not share:
+            plain = logp.detach()
+    m = r.response_mask
+    assert torch.allclose(logp.detach()[m], plain[m], atol=1e-5)
+    for k in grads[0]:
+        assert torch.allclose(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6), k

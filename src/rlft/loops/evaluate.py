@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -95,3 +96,17 @@ def evaluate_rows(
         "n": n,
         "rows": per_row,
     }
+
+
+SUMMARY_KEYS = ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")
+
+
+def write_eval_results(res: Mapping[str, Any], json_path: str | None, rows_path: str | None) -> None:
+    """Summary as JSON (the CLI contract's keys) and per-row results as JSONL."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({k: res[k] for k in SUMMARY_KEYS}, f, indent=1)
+    if rows_path:
+        with open(rows_path, "w") as f:
+            for r in res["rows"]:
+                f.write(json.dumps(r) + "\n")

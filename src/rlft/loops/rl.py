@@ -14,7 +14,7 @@ from rlft.algorithms import Algorithm
 from rlft.batch import ScoredBatch
 from rlft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlft.data.prompts import PromptStream
-from rlft.forward import response_logprobs_nograd
+from rlft.forward import rollout_logprobs
 from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, save_final, setup_run
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger
@@ -70,21 +70,13 @@ def rl_step(
     lap("reward")
     # 4. logprobs under no_grad: old policy (only if the policy moves before the last pass), reference
     ba = batch_arithmetic(cfg)
-    T = rollouts.response_mask.shape[1]
     mb_size = cfg.train.microbatch_size
+    share = cfg.train.share_prompt_forward
     if ba["optimizer_steps_per_rl_step"] > 1:
-        batch = batch.with_(
-            old_logprobs=response_logprobs_nograd(
-                parts.model, rollouts.input_ids, rollouts.attention_mask, T, mb_size
-            )
-        )
+        batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share))
     lap("old_logprobs")
     if parts.ref_model is not None:
-        batch = batch.with_(
-            ref_logprobs=response_logprobs_nograd(
-                parts.ref_model, rollouts.input_ids, rollouts.attention_mask, T, mb_size
-            )
-        )
+        batch = batch.with_(ref_logprobs=rollout_logprobs(parts.ref_model, rollouts, mb_size, share))
     lap("ref_logprobs")
     # 5. advantages
     batch = batch.with_(
@@ -104,6 +96,7 @@ def rl_step(
             o.max_grad_norm,
             state.guard,
             r.max_new_tokens,
+            share,
         )
     )
     metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]

@@ -21,7 +21,7 @@ import torch
 from rlft.algorithms import get_algorithm
 from rlft.config import ConfigError, to_yaml
 from rlft.data.prompts import PromptStream, encode_prompts, load_eval_rows, load_train_rows
-from rlft.loops.evaluate import evaluate_rows
+from rlft.loops.evaluate import evaluate_rows, write_eval_results
 from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
 from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
@@ -149,7 +149,8 @@ def evaluate_heldout(
             max_new_tokens=cfg.eval.max_new_tokens,
             batch_size=cfg.eval.batch_size,
         )
-        (out_dir / f"eval_{tag}.json").write_text(json.dumps(res, indent=1))
+        json_path = out_dir / f"eval_{tag}.json"
+        write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
     res["seconds"] = time.perf_counter() - t
     summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
     where = " in a fresh process" if model_dir is not None and cfg.eval.fresh_process else ""

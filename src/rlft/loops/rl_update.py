@@ -57,9 +57,11 @@ def minibatch_step(
     max_grad_norm: float,
     guard: NonFiniteGuard,
     max_len: int | None = None,
+    share_prompt: bool = True,
 ) -> dict[str, float]:
     """One optimizer step over minibatch `mb`; loss normalised over the whole minibatch.
-    `max_len` is the constant normaliser's length (max_new_tokens; default: the batch's T)."""
+    `max_len` is the constant normaliser's length (max_new_tokens; default: the batch's T);
+    `share_prompt` runs each distinct prompt of a microbatch once (rlft.forward)."""
     mask = mb.rollouts.response_mask
     weights = aggregation_weights(mask, params.loss_agg, max_len or mask.shape[1])
     optimizer.zero_grad(set_to_none=True)
@@ -72,7 +74,12 @@ def minibatch_step(
         micro = mb.select(idx)
         r = micro.rollouts
         logprobs, entropy = response_logprobs(
-            model, r.input_ids, r.attention_mask, r.response_mask.shape[1], with_entropy=True
+            model,
+            r.input_ids,
+            r.attention_mask,
+            r.response_mask.shape[1],
+            with_entropy=True,
+            share_prompt=share_prompt,
         )
         old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
         token_loss, metrics = algo.token_loss(
@@ -118,6 +125,7 @@ def update_policy(
     max_grad_norm: float,
     guard: NonFiniteGuard,
     max_len: int | None = None,
+    share_prompt: bool = True,
 ) -> dict[str, float]:
     """epochs x minibatches optimizer steps; returns metrics averaged over them."""
     model.train()
@@ -128,7 +136,16 @@ def update_policy(
         for chunk in batch_indices(size, minibatch_size):
             mb = batch.select(order[chunk])
             for k, v in minibatch_step(
-                model, optimizer, algo, mb, params, microbatch_size, max_grad_norm, guard, max_len
+                model,
+                optimizer,
+                algo,
+                mb,
+                params,
+                microbatch_size,
+                max_grad_norm,
+                guard,
+                max_len,
+                share_prompt,
             ).items():
                 all_metrics[k].append(v)
     out = {k: sum(v) / len(v) for k, v in all_metrics.items()}

@@ -52,6 +52,7 @@ class TrainConfig:
     steps: int = field(20, "RL steps to run in total")
     minibatch_size: int = field(0, "sequences per optimizer step (0 = the whole batch)")
     microbatch_size: int = field(16, "sequences per forward/backward pass")
+    share_prompt_forward: bool = field(True, "run each prompt once per microbatch and share its KV cache")
     save_every: int = field(10, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "complete checkpoints to keep")
     max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
