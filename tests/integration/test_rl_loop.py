@@ -148,3 +148,21 @@ def test_cold_model_cache_does_not_change_the_run(make_rl_config, tmp_path, monk
     # same weights (build is seeded), same config and seed -> same samples
     assert _weights(tmp_path / "cold-cache" / "models" / "tiny-random-llama").keys()
     assert (warm / "samples.jsonl").read_text() == (cold / "samples.jsonl").read_text()
+
+
+def test_prompt_limit_follows_the_model_context(make_rl_config, tmp_path, tiny_model):
+    from rlft.config import ConfigError
+    from rlft.loops.rl_setup import prompt_token_limit
+
+    # the tiny model has 512 positions: 512 - 500 new tokens leaves 12 for the prompt,
+    # below data.max_prompt_tokens = 512
+    cfg = make_rl_config(*SMALL, "rollout.max_new_tokens=500", out=tmp_path / "a")
+    assert prompt_token_limit(cfg, tiny_model) == 12
+    # with 480 new tokens: min(512, 512 - 480 = 32) = 32, and max_prompt_tokens=20 wins over 32
+    cfg = make_rl_config(
+        *SMALL, "rollout.max_new_tokens=480", "data.max_prompt_tokens=20", out=tmp_path / "b"
+    )
+    assert prompt_token_limit(cfg, tiny_model) == 20
+    cfg = make_rl_config(*SMALL, "rollout.max_new_tokens=512", out=tmp_path / "c")
+    with pytest.raises(ConfigError, match="rollout.max_new_tokens"):
+        prompt_token_limit(cfg, tiny_model)

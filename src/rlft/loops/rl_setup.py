@@ -75,6 +75,20 @@ def batch_arithmetic(cfg: RLConfig) -> dict[str, int]:
     }
 
 
+def prompt_token_limit(cfg: RLConfig, model: Any) -> int:
+    """data.max_prompt_tokens, lowered so prompt + max_new_tokens fits the model's context."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is None:
+        return cfg.data.max_prompt_tokens
+    room = context - cfg.rollout.max_new_tokens
+    if room < 1:
+        raise ConfigError(
+            f"'rollout.max_new_tokens'={cfg.rollout.max_new_tokens} leaves no room for a prompt in the "
+            f"model's context of {context} tokens"
+        )
+    return min(cfg.data.max_prompt_tokens, room)
+
+
 def setup_run(cfg: RLConfig, reward_fns: Any = None):
     """Models, tokenizer, generator, algorithm, rewards, prompt stream and optimizer; writes config.yaml."""
     algo = get_algorithm(cfg.algo.name)
@@ -101,7 +115,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         tok,
         cfg.data.prompt_field,
         cfg.data.system_prompt,
-        cfg.data.max_prompt_tokens,
+        prompt_token_limit(cfg, model),
         cfg.data.overlong_prompts,
     )
     log.info("%d training prompts (%s)", len(examples), counts)
