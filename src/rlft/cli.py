@@ -70,6 +70,8 @@ def cmd_rl(args: argparse.Namespace) -> int:
             f"[rlft] held-out greedy accuracy: base {ev['before']['accuracy']:.1%} -> "
             f"trained {ev['after']['accuracy']:.1%} (n={ev['after']['n']})"
         )
+    phases = ", ".join(f"{k} {v:.0f}s" for k, v in result["phase_seconds"].items())
+    print(f"[rlft] wall time per phase: {phases}")
     print(f"[rlft] final model: {result['final_dir']}")
     return 0
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from rlft.algorithms import Algorithm
 from rlft.batch import ScoredBatch
@@ -142,9 +143,27 @@ def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
     ]
 
 
+class PhaseTimer:
+    """Wall seconds per named phase, summed over repeats."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
-    """Run RL as configured. Returns {"metrics": last step's metrics, "eval": {...}, "final_dir": ...}."""
-    parts, generator, algo, terms, stream = setup_run(config, reward_fns)
+    """Run RL as configured. Returns {"metrics": last step's metrics, "eval": {"before", "after"},
+    "final_dir", "steps", "phase_seconds"}; also written to output_dir/summary.json."""
+    timer = PhaseTimer()
+    with timer("setup"):
+        parts, generator, algo, terms, stream = setup_run(config, reward_fns)
     out_dir = Path(config.output_dir)
     state = RLState(step=0, stream=stream, guard=NonFiniteGuard(config.train.max_nonfinite_steps))
     ckpt_root = out_dir / "checkpoints"
@@ -152,37 +171,48 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     if config.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
         state.load_state_dict(load_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler))
         log.info("resumed from %s (step %d)", ckpt, state.step)
+        results["eval"] = _previous_summary(out_dir).get("eval", {})
     elif config.resume:
         log.info("resume requested but no complete checkpoint in %s; starting fresh", ckpt_root)
     if state.step == 0 and config.eval.before:
-        results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
+        with timer("eval_before"):
+            results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
     logger = RunLogger(out_dir, config.train.steps, state.step, config.log.tensorboard, config.log.progress)
     metrics: dict[str, float] = {}
     try:
         while state.step < config.train.steps:
-            metrics, batch = rl_step(config, parts, generator, algo, terms, state)
+            with timer("train"):
+                metrics, batch = rl_step(config, parts, generator, algo, terms, state)
             state.step += 1
             logger.log_metrics(state.step, metrics)
             logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
             every = config.train.save_every
             if (every and state.step % every == 0) or state.step == config.train.steps:
-                t = time.perf_counter()
-                save_checkpoint(
-                    ckpt_root,
-                    state.step,
-                    parts.model,
-                    parts.optimizer,
-                    parts.scheduler,
-                    state.state_dict(),
-                    config.train.keep_checkpoints,
-                )
-                log.debug("checkpoint in %.1fs", time.perf_counter() - t)
+                with timer("checkpoint"):
+                    save_checkpoint(
+                        ckpt_root,
+                        state.step,
+                        parts.model,
+                        parts.optimizer,
+                        parts.scheduler,
+                        state.state_dict(),
+                        config.train.keep_checkpoints,
+                    )
     finally:
         logger.close()
-    results["final_dir"] = str(save_final(parts, out_dir))
+    with timer("save_final"):
+        results["final_dir"] = str(save_final(parts, out_dir))
     if config.eval.after:
-        results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
-    results["metrics"] = metrics
-    results["steps"] = state.step
-    torch.set_grad_enabled(True)
+        with timer("eval_after"):
+            results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
+    results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds)
+    (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def _previous_summary(out_dir: Path) -> dict[str, Any]:
+    """Evaluation results of an earlier (interrupted) attempt of this run, for the final report."""
+    before = out_dir / "eval_before.json"
+    if before.exists():
+        return {"eval": {"before": json.loads(before.read_text())}}
+    return {}
