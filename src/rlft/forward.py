@@ -27,7 +27,9 @@ def response_logprobs(
     """
     prompts = input_ids[:, : input_ids.shape[1] - response_len]
     distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
-    if share_prompt and len(distinct) < len(prompts):
+    # HF drops the KV cache under gradient checkpointing in train mode, so no sharing there
+    checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
+    if share_prompt and not checkpointing and len(distinct) < len(prompts):
         logits = _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
     else:
         out = model(

@@ -135,9 +135,15 @@ def prepare_tokenizer(tok: Any, padding_side: str = "left") -> Any:
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu") -> Any:
+def load_causal_lm(
+    path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
+) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"unknown dtype 'model.dtype={dtype}' (float32, bfloat16, float16)")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+    )
     return model.to(device)

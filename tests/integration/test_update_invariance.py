@@ -203,3 +203,16 @@ def test_shared_prompt_forward_equals_plain_forward(tiny_model, tiny_tok):
     assert torch.allclose(logp.detach()[m], plain[m], atol=1e-5)
     for k in grads[0]:
         assert torch.allclose(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6), k
+
+
+def test_gradient_checkpointing_gives_the_same_grads(tiny_model, tiny_tok):
+    # recomputing activations in backward changes memory, not maths; the shared-prompt path is
+    # turned off under checkpointing (HF drops the KV cache there) and must fall back cleanly
+    batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
+    plain, m_plain = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    tiny_model.gradient_checkpointing_enable()
+    tiny_model.train()
+    ckpt, m_ckpt = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    assert m_ckpt["loss/policy"] == pytest.approx(m_plain["loss/policy"], abs=1e-6)
+    for k in plain:
+        assert torch.allclose(plain[k], ckpt[k], rtol=1e-4, atol=1e-7), k

@@ -131,7 +131,9 @@ def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
 
 
 def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
+    """The first sample of each of the first n prompts."""
     r = batch.rollouts
+    firsts = [i for i in range(r.size) if i == 0 or r.group_ids[i] != r.group_ids[i - 1]]
     return [
         {
             "prompt": r.prompts[i],
@@ -139,7 +141,7 @@ def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
             "score": float(batch.scores[i]),
             "answer": r.examples[i].get("answer"),
         }
-        for i in range(min(n, r.size))
+        for i in firsts[:n]
     ]
 
 

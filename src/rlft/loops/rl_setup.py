@@ -102,13 +102,17 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
     seed_everything(cfg.seed)
     tok = load_tokenizer(path)
-    model = load_causal_lm(path, cfg.model.dtype)
+    model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
     model.train()
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     ref_model = None
     if algo.uses_ref_model(cfg.algo):
-        ref_model = load_causal_lm(path, cfg.model.dtype).eval().requires_grad_(False)
+        ref_model = (
+            load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+            .eval()
+            .requires_grad_(False)
+        )
     rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step)
     examples, counts = encode_prompts(
         rows,
