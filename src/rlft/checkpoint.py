@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 COMPLETE = "COMPLETE"
+CRITIC = "critic.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -65,6 +67,7 @@ def save_checkpoint(
     scheduler: Any,
     trainer_state: dict[str, Any],
     keep: int = 2,
+    critic: Any = None,
 ) -> Path:
     """Write checkpoints/step-N atomically; prune older complete ones beyond `keep`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -72,6 +75,8 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        if critic is not None:
+            save_file({k: v.detach().contiguous() for k, v in critic.state_dict().items()}, str(tmp / CRITIC))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
@@ -117,9 +122,7 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 
 def load_model_weights(model: Any, path: Path) -> None:
     """Load safetensors weights in place; tied parameters missing from the file must share storage."""
-    from safetensors.torch import load_file
-
-    files = sorted(path.glob("*.safetensors"))
+    files = sorted(f for f in path.glob("*.safetensors") if f.name != CRITIC)
     if not files:
         raise FileNotFoundError(f"{path}: no .safetensors weights")
     state: dict[str, torch.Tensor] = {}
@@ -136,12 +139,16 @@ def load_model_weights(model: Any, path: Path) -> None:
 
 
 def load_checkpoint(
-    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, critic: Any = None
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG state; return the trainer state."""
+    """Restore model (and critic), optimizer, scheduler and RNG state; return the trainer state."""
     if not (path / COMPLETE).exists():
         raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
     load_model_weights(model, path)
+    if critic is not None:
+        if not (path / CRITIC).exists():
+            raise ValueError(f"{path} has no value model ({CRITIC}) but this run uses one")
+        critic.load_state_dict(load_file(str(path / CRITIC)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))

@@ -10,6 +10,34 @@ from torch import Tensor
 from rlft.ops import entropy_from_logits, gather_logprobs, position_ids_from_mask
 
 
+def response_logits(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int, share_prompt: bool = False
+) -> Tensor:
+    """Logits [B, T, V] at the positions that predict the last T tokens of input_ids [B, L].
+
+    Only those T positions go through the LM head (logits_to_keep), so [B, L, V] is never built.
+    Positions are counted over real tokens (left padding safe). With `share_prompt`, rows with
+    identical prompt tokens run their prompt once and share its KV cache: the same maths, with
+    gradients flowing into the shared pass.
+    """
+    prompts = input_ids[:, : input_ids.shape[1] - response_len]
+    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    # HF drops the KV cache under gradient checkpointing in train mode, so no sharing there
+    checkpointing = model.training and getattr(
+        model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False)
+    )
+    if share_prompt and not checkpointing and len(distinct) < len(prompts):
+        return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=response_len + 1,
+        use_cache=False,
+    )
+    return out.logits[:, :-1, :]  # position j predicts token j + 1
+
+
 def response_logprobs(
     model: Any,
     input_ids: Tensor,
@@ -18,28 +46,9 @@ def response_logprobs(
     with_entropy: bool = False,
     share_prompt: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Logprobs [B, T] of the last T tokens of input_ids [B, L] given everything before them.
-
-    Only the T positions that predict response tokens go through the LM head (logits_to_keep),
-    so [B, L, V] is never built. Positions are counted over real tokens (left padding safe).
-    With `share_prompt`, rows with identical prompt tokens run their prompt once and share its KV
-    cache: the same maths, with gradients flowing into the shared pass.
-    """
-    prompts = input_ids[:, : input_ids.shape[1] - response_len]
-    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
-    # HF drops the KV cache under gradient checkpointing in train mode, so no sharing there
-    checkpointing = getattr(model, "is_gradient_checkpointing", False) and model.training
-    if share_prompt and not checkpointing and len(distinct) < len(prompts):
-        logits = _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
-    else:
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            logits_to_keep=response_len + 1,
-            use_cache=False,
-        )
-        logits = out.logits[:, :-1, :]  # position j predicts token j + 1
+    """Logprobs [B, T] of the last T tokens of input_ids [B, L] given everything before them
+    (and their entropy [B, T] under no_grad when asked); see `response_logits`."""
+    logits = response_logits(model, input_ids, attention_mask, response_len, share_prompt)
     logprobs = gather_logprobs(logits, input_ids[:, -response_len:])
     entropy = None
     if with_entropy:

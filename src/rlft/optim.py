@@ -24,9 +24,12 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
 
 
 def make_optimizer(params: Any, cfg: Any, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    trainable = [p for p in params if p.requires_grad]
+    """AdamW over `params` (parameters, or param-group dicts) with the configured LR schedule."""
+    params = list(params)
+    if params and not isinstance(params[0], dict):
+        params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        trainable,
+        params,
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,

@@ -16,6 +16,12 @@ from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
 from rlft.schema.rl import AlgoConfig
 
+
+def _params(**kw):
+    """An AlgoConfig with GRPO's defaults filled in, as the loop resolves it."""
+    return get_algorithm("grpo").resolve(AlgoConfig(**kw))
+
+
 PROMPTS = ["What is 2 + 3?", "Hi", "What is 10 * 12?", "7-1?"]
 RESPONSES = ["5", "3", "12", "66"]  # + EOS on the first three -> lengths 2, 2, 3, 2 (see below)
 
@@ -89,7 +95,7 @@ def test_batch_layout(tiny_tok):
 )
 def test_minibatch_loss_hand_computed(tiny_model, tiny_tok, mode, expected):
     batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
-    _, m = _step(tiny_model, batch, AlgoConfig(loss_agg=mode), micro=2)
+    _, m = _step(tiny_model, batch, _params(loss_agg=mode), micro=2)
     assert m["loss/policy"] == pytest.approx(expected, abs=1e-6)
     assert m["policy/clip_frac"] == 0.0  # ratio exactly 1 everywhere
     assert m["policy/ratio_mean"] == pytest.approx(1.0)
@@ -100,7 +106,7 @@ def test_kl_term_hand_computed(tiny_model, tiny_tok):
     r = batch.rollouts
     logp = rollout_logprobs(tiny_model, r, 4)
     batch = batch.with_(ref_logprobs=logp + math.log(0.5))  # pi_ref = pi / 2 on every token
-    _, m = _step(tiny_model, batch, AlgoConfig(kl_coef=0.1, kl_estimator="k3"), micro=4)
+    _, m = _step(tiny_model, batch, _params(kl_coef=0.1, kl_estimator="k3"), micro=4)
     # k3 with r = pi_ref/pi = 0.5: 0.5 - 1 - log 0.5 = 0.193147 on every token
     assert m["policy/kl"] == pytest.approx(0.193147, abs=1e-5)
     # token_mean weights sum to 1: -1.5/9 + 0.1 * 0.193147 = -0.1666667 + 0.0193147 = -0.1473520
@@ -115,7 +121,7 @@ def test_grad_accumulation_equals_one_big_batch(tiny_model, tiny_tok, mode):
     # old logprobs shifted so ratios exp(-0.5)=0.61, 1, exp(0.3)=1.35 occur: some tokens clip
     shift = torch.tensor([[-0.5, 0.0, 0.3]]).expand_as(logp)
     batch = batch.with_(old_logprobs=logp + shift, ref_logprobs=logp - 0.2)
-    params = AlgoConfig(kl_coef=0.05, loss_agg=mode)
+    params = _params(kl_coef=0.05, loss_agg=mode)
     g1, m1 = _step(tiny_model, batch, params, micro=1)
     g4, m4 = _step(tiny_model, batch, params, micro=4)
     assert g1.keys() == g4.keys() and len(g1) > 0
@@ -146,7 +152,7 @@ def test_constant_aggregation_ignores_padding_width(tiny_model, tiny_tok):
     # the same batch, except row 2 answers '123' (4 tokens with EOS), which widens T from 3 to 4
     wide = _with_adv(_batch(tiny_tok, responses=["5", "3", "123", "66"]), [1.0, -1.0, 0.5, 0.0])
     assert wide.rollouts.response_mask.shape[1] == 4  # '123' + EOS
-    params = AlgoConfig(loss_agg="constant")
+    params = _params(loss_agg="constant")
     _, m3 = _step(tiny_model, batch, params, micro=4)
     _, m4 = _step(tiny_model, wide, params, micro=4)
     # token counts 2,2,3,2 vs 2,2,4,2: sum A*len = 2 - 2 + 1.5 = 1.5 vs 2 - 2 + 2 = 2.0
@@ -161,10 +167,10 @@ def test_zero_advantage_rows_are_skipped_exactly(tiny_model, tiny_tok, monkeypat
     # token_mean still divides by all 9 tokens: loss = -(2*1 + 3*0.5)/9 = -3.5/9
     batch = _with_adv(_batch(tiny_tok), [1.0, 0.0, 0.5, 0.0])
     algo = get_algorithm("grpo")
-    assert algo.rows_with_gradient(batch, AlgoConfig()).tolist() == [True, False, True, False]
-    skipped, m_skip = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    assert algo.rows_with_gradient(batch, _params()).tolist() == [True, False, True, False]
+    skipped, m_skip = _step(tiny_model, batch, _params(), micro=4)
     monkeypatch.setattr(type(algo), "rows_with_gradient", lambda self, b, p: torch.ones(4, dtype=torch.bool))
-    full, m_full = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    full, m_full = _step(tiny_model, batch, _params(), micro=4)
     assert m_skip["perf/active_rows_frac"] == 0.5 and m_full["perf/active_rows_frac"] == 1.0
     assert m_skip["loss/policy"] == pytest.approx(-3.5 / 9, abs=1e-6)
     for k in full:
@@ -175,7 +181,7 @@ def test_all_rows_zero_advantage_still_steps_with_zero_grads(tiny_model, tiny_to
     # a full backward of an all-zero loss gives zero (not missing) grads, and AdamW's momentum
     # would still move the weights; skipping every row must keep those semantics
     batch = _with_adv(_batch(tiny_tok), [0.0, 0.0, 0.0, 0.0])
-    grads, m = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    grads, m = _step(tiny_model, batch, _params(), micro=4)
     assert m["perf/active_rows_frac"] == 0.0 and m["optim/grad_norm"] == 0.0
     assert len(grads) == len(dict(tiny_model.named_parameters()))
     assert all(float(g.abs().max()) == 0.0 for g in grads.values())
@@ -209,10 +215,10 @@ def test_gradient_checkpointing_gives_the_same_grads(tiny_model, tiny_tok):
     # recomputing activations in backward changes memory, not maths; the shared-prompt path is
     # turned off under checkpointing (HF drops the KV cache there) and must fall back cleanly
     batch = _with_adv(_batch(tiny_tok), [1.0, -1.0, 0.5, 0.0])
-    plain, m_plain = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    plain, m_plain = _step(tiny_model, batch, _params(), micro=4)
     tiny_model.gradient_checkpointing_enable()
     tiny_model.train()
-    ckpt, m_ckpt = _step(tiny_model, batch, AlgoConfig(), micro=4)
+    ckpt, m_ckpt = _step(tiny_model, batch, _params(), micro=4)
     assert m_ckpt["loss/policy"] == pytest.approx(m_plain["loss/policy"], abs=1e-6)
     for k in plain:
         assert torch.allclose(plain[k], ckpt[k], rtol=1e-4, atol=1e-7), k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -11,18 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rlft.algorithms import Algorithm
+from rlft.algorithms.core import KL_ESTIMATORS
+from rlft.algorithms.kl_control import AdaptiveKLController
+from rlft.algorithms.registry import AdvantageInputs
 from rlft.batch import ScoredBatch
 from rlft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlft.data.prompts import PromptStream
 from rlft.forward import rollout_logprobs
+from rlft.loops.rl_collect import collect_rollouts
 from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, save_final, setup_run
+from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger
-from rlft.rewards.scoring import RewardTerm, score_completions
-from rlft.rollout.assemble import sample_rollouts
-from rlft.rollout.base import Generator, SamplingParams
+from rlft.ops import masked_sum
+from rlft.rewards.scoring import RewardTerm
+from rlft.rollout.base import Generator
 from rlft.schema.rl import RLConfig
+from rlft.value import rollout_values
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +41,34 @@ class RLState:
     step: int
     stream: PromptStream
     guard: NonFiniteGuard
+    kl: AdaptiveKLController
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "stream": self.stream.state_dict(), "guard": self.guard.state_dict()}
+        return {
+            "step": self.step,
+            "stream": self.stream.state_dict(),
+            "guard": self.guard.state_dict(),
+            "kl": self.kl.state_dict(),
+        }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.step = int(s["step"])
         self.stream.load_state_dict(s["stream"])
         self.guard.load_state_dict(s["guard"])
+        self.kl.load_state_dict(s["kl"])
+
+
+class Laps:
+    """perf/<phase>_s timings within one step."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[f"perf/{name}_s"] = self.times.get(f"perf/{name}_s", 0.0) + now - self.clock
+        self.clock = now
 
 
 def rl_step(
@@ -50,69 +79,81 @@ def rl_step(
     terms: list[RewardTerm],
     state: RLState,
 ) -> tuple[dict[str, float], ScoredBatch]:
-    times: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times[f"perf/{name}_s"] = now - clock
-        clock = now
-
-    # 1. next prompts   2. generate G completions per prompt
-    examples = state.stream.take(cfg.rollout.prompts_per_step)
-    r = cfg.rollout
-    params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
-    rollouts = sample_rollouts(generator, examples, r.samples_per_prompt, params, parts.tok)
-    lap("generate")
-    # 3. score
-    scores, metrics = score_completions(terms, rollouts.prompts, rollouts.completions, rollouts.examples)
+    lap = Laps()
+    p = dataclasses.replace(cfg.algo, kl_coef=state.kl.value)
+    mb_size, share = cfg.train.microbatch_size, cfg.train.share_prompt_forward
+    # 1-3. prompts, G completions each, rewards (dynamic sampling refills flat groups)
+    rollouts, scores, metrics = collect_rollouts(
+        cfg, parts, generator, terms, state.stream, p.dynamic_sampling
+    )
     batch = ScoredBatch(rollouts=rollouts, scores=scores)
-    lap("reward")
-    # 4. logprobs under no_grad: old policy (only if the policy moves before the last pass), reference
-    ba = batch_arithmetic(cfg)
-    mb_size = cfg.train.microbatch_size
-    share = cfg.train.share_prompt_forward
-    if ba["optimizer_steps_per_rl_step"] > 1:
+    lap("generate_and_reward")
+    # 4. no-grad passes: old policy (when the policy moves before its last use, or the KL needs it),
+    #    reference (when there is a KL term), values (when there is a critic)
+    ref = parts.ref_model is not None
+    if (
+        batch_arithmetic(cfg)["optimizer_steps_per_rl_step"] > 1
+        or algo.update == "trpo"
+        or (ref and (p.kl_in_reward or p.target_kl > 0))
+    ):
         batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share))
     lap("old_logprobs")
-    if parts.ref_model is not None:
+    if ref:
         batch = batch.with_(ref_logprobs=rollout_logprobs(parts.ref_model, rollouts, mb_size, share))
     lap("ref_logprobs")
-    # 5. advantages
-    batch = batch.with_(
-        advantages=algo.advantage_fn(scores, rollouts.group_ids, rollouts.response_mask, cfg.algo)
-    )
+    values = rollout_values(parts.critic, rollouts, mb_size) if parts.critic is not None else None
+    lap("values")
+    # 5. advantages (the algorithm record)
+    kl = None
+    if ref and batch.old_logprobs is not None:
+        kl = KL_ESTIMATORS[p.kl_estimator](batch.old_logprobs, batch.ref_logprobs)
+        metrics["policy/kl_ref_seq"] = float(masked_sum(kl, rollouts.response_mask) / rollouts.size)
+    inputs = AdvantageInputs(scores, rollouts.group_ids, rollouts.response_mask, kl, values)
+    advantages, returns = algo.advantage_fn(inputs, p)
+    extras = {} if values is None else {"values": values, "returns": returns}
+    if p.mask_truncated:
+        extras["loss_mask"] = rollouts.response_mask & ~rollouts.truncated[:, None]
+    batch = batch.with_(advantages=advantages, extras=extras)
     # 6. update
-    o = cfg.train.optim
-    metrics.update(
-        update_policy(
-            parts.model,
-            parts.optimizer,
-            algo,
-            batch,
-            cfg.algo,
-            ba["minibatch_size"],
-            mb_size,
-            o.max_grad_norm,
-            state.guard,
-            r.max_new_tokens,
-            share,
-        )
-    )
+    metrics.update(update(cfg, parts, algo, batch, p, state.guard))
     metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]
     parts.scheduler.step()
     lap("update")
     # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
     generator.sync_weights(parts.model)
+    if "policy/kl_ref_seq" in metrics:
+        metrics["policy/kl_coef"] = state.kl.update(metrics["policy/kl_ref_seq"], rollouts.size)
     metrics.update(rollout_metrics(batch))
-    metrics.update(times)
-    step_s = sum(times.values())
+    metrics.update(lap.times)
+    metrics["perf/step_s"] = sum(lap.times.values())
     gen_tokens = float(rollouts.response_mask.sum())
-    metrics.update(
-        {"perf/step_s": step_s, "perf/gen_tokens_per_s": gen_tokens / max(times["perf/generate_s"], 1e-9)}
-    )
+    metrics["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_and_reward_s"], 1e-9)
     return metrics, batch
+
+
+def update(
+    cfg: RLConfig, parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, guard: NonFiniteGuard
+) -> dict[str, float]:
+    """The algorithm's update rule: optimizer steps, or one TRPO step (+ critic steps if any)."""
+    t, share = cfg.train, cfg.train.share_prompt_forward
+    if algo.update == "trpo":
+        return trpo_update(
+            parts.model, batch, p, algo, t.microbatch_size, cfg.rollout.max_new_tokens, share, guard
+        )
+    return update_policy(
+        parts.model,
+        parts.optimizer,
+        algo,
+        batch,
+        p,
+        batch_arithmetic(cfg)["minibatch_size"],
+        t.microbatch_size,
+        t.optim.max_grad_norm,
+        guard,
+        cfg.rollout.max_new_tokens,
+        share,
+        parts.critic,
+    )
 
 
 def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
@@ -131,9 +172,12 @@ def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
 
 
 def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
-    """The first sample of each of the first n prompts."""
+    """n samples spread over the prompts: the first sample of each prompt, then the second, ..."""
     r = batch.rollouts
-    firsts = [i for i in range(r.size) if i == 0 or r.group_ids[i] != r.group_ids[i - 1]]
+    rank = torch.zeros(r.size, dtype=torch.long)
+    for i in range(1, r.size):
+        rank[i] = rank[i - 1] + 1 if r.group_ids[i] == r.group_ids[i - 1] else 0
+    order = sorted(range(r.size), key=lambda i: (int(rank[i]), i))[:n]
     return [
         {
             "prompt": r.prompts[i],
@@ -141,7 +185,7 @@ def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
             "score": float(batch.scores[i]),
             "answer": r.examples[i].get("answer"),
         }
-        for i in firsts[:n]
+        for i in order
     ]
 
 
@@ -165,13 +209,21 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     "final_dir", "steps", "phase_seconds"}; also written to output_dir/summary.json."""
     timer = PhaseTimer()
     with timer("setup"):
-        parts, generator, algo, terms, stream = setup_run(config, reward_fns)
+        config, parts, generator, algo, terms, stream = setup_run(config, reward_fns)
     out_dir = Path(config.output_dir)
-    state = RLState(step=0, stream=stream, guard=NonFiniteGuard(config.train.max_nonfinite_steps))
+    a = config.algo
+    state = RLState(
+        step=0,
+        stream=stream,
+        guard=NonFiniteGuard(config.train.max_nonfinite_steps),
+        kl=AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon),
+    )
     ckpt_root = out_dir / "checkpoints"
     results: dict[str, Any] = {"eval": {}}
     if config.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
-        state.load_state_dict(load_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler))
+        state.load_state_dict(
+            load_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler, parts.critic)
+        )
         log.info("resumed from %s (step %d)", ckpt, state.step)
         results["eval"] = _previous_summary(out_dir).get("eval", {})
     elif config.resume:
@@ -199,6 +251,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
                         parts.scheduler,
                         state.state_dict(),
                         config.train.keep_checkpoints,
+                        parts.critic,
                     )
     finally:
         logger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
 from rlft.rollout.base import make_generator
 from rlft.schema.rl import RLConfig
+from rlft.value import build_critic
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class RunParts:
     tok: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    critic: Any = None  # value model (PPO), None otherwise
 
 
 def seed_everything(seed: int) -> None:
@@ -90,8 +93,10 @@ def prompt_token_limit(cfg: RLConfig, model: Any) -> int:
 
 
 def setup_run(cfg: RLConfig, reward_fns: Any = None):
-    """Models, tokenizer, generator, algorithm, rewards, prompt stream and optimizer; writes config.yaml."""
+    """Resolved config, models, tokenizer, generator, algorithm, rewards, prompt stream and
+    optimizer; writes config.yaml (with the algorithm's defaults filled in)."""
     algo = get_algorithm(cfg.algo.name)
+    cfg = dataclasses.replace(cfg, algo=algo.resolve(cfg.algo))
     arithmetic = batch_arithmetic(cfg)
     terms = build_terms(cfg.rewards, as_named(reward_fns))
     out_dir = Path(cfg.output_dir)
@@ -124,9 +129,17 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     )
     log.info("%d training prompts (%s)", len(examples), counts)
     stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and bool(cfg.data.path))
-    optimizer, scheduler = make_optimizer(model.parameters(), cfg.train.optim, cfg.train.steps)
+    critic = None
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if algo.uses_value_model:
+        v = cfg.algo.value
+        critic = build_critic(v.kind, v.init_from, model, path, cfg.model.dtype, cfg.model.trust_remote_code)
+        critic.train()
+        groups.append({"params": list(critic.parameters()), "lr": v.lr or cfg.train.optim.lr})
+    optimizer, scheduler = make_optimizer(groups, cfg.train.optim, cfg.train.steps)
     generator = make_generator(cfg.rollout.backend, model, tok, cfg.rollout.generation_batch_size)
-    return RunParts(model, ref_model, tok, optimizer, scheduler), generator, algo, terms, stream
+    parts = RunParts(model, ref_model, tok, optimizer, scheduler, critic)
+    return cfg, parts, generator, algo, terms, stream
 
 
 def save_final(parts: RunParts, out_dir: Path) -> Path:

@@ -22,20 +22,53 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class ValueConfig:
+    kind: Literal["separate", "head"] = field(
+        "separate", "separate critic model, or a value head on the policy's own trunk"
+    )
+    init_from: str = field("", "critic weights: empty = the policy's, or a reward-model dir / HF id")
+    lr: float | None = field(None, "critic learning rate (None = train.optim.lr)")
+    coef: float = field(0.5, "weight of the value loss in the total loss")
+    clip: float = field(0.2, "value clipping range around the old values")
+
+
+@dataclass(frozen=True)
+class TRPOConfig:
+    max_kl: float = field(0.01, "trust region: mean KL(old || new) per token after the step")
+    damping: float = field(0.1, "added to the Fisher-vector product (lambda * v)")
+    cg_iters: int = field(10, "conjugate-gradient iterations")
+    backtrack_ratio: float = field(0.5, "line-search step shrink factor")
+    max_backtracks: int = field(10, "line-search attempts before giving up on the step")
+    fvp_fraction: float = field(1.0, "share of the batch's sequences used for Fisher-vector products")
+
+
+# Fields left None take the algorithm's default (rlft.algorithms.registry), then the global one.
+@dataclass(frozen=True)
 class AlgoConfig:
     name: str = field("grpo", "algorithm: see rlft.algorithms.ALGORITHMS")
     kl_coef: float = field(0.0, "weight of the KL penalty to the frozen reference (0 = no ref model)")
-    kl_estimator: Literal["k1", "k2", "k3"] = field("k3", "per-token KL estimator")
-    clip_eps_low: float = field(0.2, "lower clip range of the ratio: 1 - eps_low")
-    clip_eps_high: float = field(0.2, "upper clip range of the ratio: 1 + eps_high")
-    loss_agg: Literal["token_mean", "seq_mean", "constant"] = field(
-        "token_mean", "how per-token losses are averaged (token-mean, sequence-mean, constant)"
+    kl_estimator: Literal["k1", "k2", "k3"] | None = field(None, "per-token KL estimator (default k3)")
+    kl_in_reward: bool | None = field(None, "KL as a per-token reward penalty instead of a loss term")
+    target_kl: float = field(0.0, "adaptive KL controller target (0 = fixed kl_coef)")
+    kl_horizon: int = field(10000, "adaptive KL controller horizon in sequences")
+    clip_eps_low: float | None = field(None, "lower clip range of the ratio: 1 - eps_low (default 0.2)")
+    clip_eps_high: float | None = field(None, "upper clip range of the ratio: 1 + eps_high (default 0.2)")
+    loss_agg: Literal["token_mean", "seq_mean", "constant"] | None = field(
+        None, "per-token loss averaging: token-mean, sequence-mean, constant (default token_mean)"
     )
-    scale_rewards: Literal["group", "batch", "none"] = field(
-        "group", "divide centred rewards by the std of the group, of the batch, or not at all"
+    scale_rewards: Literal["group", "batch", "none"] | None = field(
+        None, "divide centred rewards by the std of the group, of the batch, or not at all (default group)"
     )
     std_eps: float = field(1e-4, "added to the std before dividing")
+    whiten_advantages: bool | None = field(None, "normalise advantages over the batch (PPO)")
+    gamma: float = field(1.0, "discount per token (PPO / REINFORCE++)")
+    gae_lambda: float = field(0.95, "GAE lambda (PPO)")
     epochs: int = field(1, "optimisation passes over each batch of rollouts")
+    dynamic_sampling: bool | None = field(None, "drop groups whose rewards are all equal and refill (DAPO)")
+    max_sampling_rounds: int = field(3, "dynamic sampling: generation rounds per step at most")
+    mask_truncated: bool | None = field(None, "completions cut at max_new_tokens get no loss (DAPO)")
+    value: ValueConfig = field(ValueConfig(), "value model (PPO)")
+    trpo: TRPOConfig = field(TRPOConfig(), "trust-region step (TRPO)")
 
 
 @dataclass(frozen=True)

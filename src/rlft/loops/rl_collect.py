@@ -1,0 +1,63 @@
+"""Steps 1-3 of the RL step: take prompts, sample G completions each, score them; with dynamic
+sampling (DAPO), groups whose rewards are all equal are dropped and more prompts are sampled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlft.batch import Rollouts
+from rlft.rewards.scoring import score_completions
+from rlft.rollout.assemble import assemble
+from rlft.rollout.base import Generations, SamplingParams
+
+
+def informative_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """bool [P]: groups (consecutive blocks of group_size) whose scores are not all equal."""
+    grouped = scores.view(-1, group_size)
+    return grouped.max(-1).values != grouped.min(-1).values
+
+
+def collect_rollouts(
+    cfg: Any, parts: Any, generator: Any, terms: Any, stream: Any, dynamic: bool
+) -> tuple[Rollouts, torch.Tensor, dict[str, float]]:
+    """P prompts x G samples, scored. Returns rollouts, scores [B] and reward/rollout metrics
+    (reward metrics describe every sample drawn, before any dynamic-sampling filter)."""
+    r = cfg.rollout
+    g = r.samples_per_prompt
+    params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+    kept_examples, kept_ids, kept_finished, kept_scores = [], [], [], []
+    first_metrics: dict[str, float] = {}
+    rounds = cfg.algo.max_sampling_rounds if dynamic else 1
+    drawn = 0
+    for round_ in range(rounds):
+        examples = stream.take(r.prompts_per_step)
+        drawn += len(examples)
+        gens = generator.generate([ex.ids for ex in examples], params, g)
+        repeated = [ex for ex in examples for _ in range(g)]
+        completions = parts.tok.batch_decode(gens.response_ids, skip_special_tokens=True)
+        scores, metrics = score_completions(
+            terms, [ex.text for ex in repeated], completions, [ex.row for ex in repeated]
+        )
+        if round_ == 0:
+            first_metrics = metrics
+        keep = informative_groups(scores, g) if dynamic else torch.ones(len(examples), dtype=torch.bool)
+        for p in keep.nonzero().squeeze(-1).tolist():
+            rows = range(p * g, (p + 1) * g)
+            kept_examples.extend(repeated[i] for i in rows)
+            kept_ids.extend(gens.response_ids[i] for i in rows)
+            kept_finished.extend(gens.finished[i] for i in rows)
+            kept_scores.append(scores[p * g : (p + 1) * g])
+        if len(kept_scores) >= r.prompts_per_step:
+            break
+    if not kept_scores:  # every group was flat in every round: train on the last round as is
+        kept_examples, kept_ids, kept_finished = repeated, gens.response_ids, gens.finished
+        kept_scores = [scores]
+    n = min(len(kept_examples), r.prompts_per_step * g)
+    group_ids = torch.arange(n) // g
+    rollouts = assemble(kept_examples[:n], Generations(kept_ids[:n], kept_finished[:n]), group_ids, parts.tok)
+    if dynamic:
+        first_metrics["rollout/sampling_rounds"] = float(round_ + 1)
+        first_metrics["rollout/prompts_drawn"] = float(drawn)
+    return rollouts, torch.cat(kept_scores)[:n], first_metrics
