@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -260,7 +261,8 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     if config.eval.after:
         with timer("eval_after"):
             results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
-    results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
     (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
 
