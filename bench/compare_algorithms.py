@@ -95,9 +95,10 @@ def write_report(results: list[dict], base_acc: float | None, args: argparse.Nam
     ax.legend()
     fig.tight_layout()
     fig.savefig(docs / "algorithms_reward.png", dpi=100)
+    base = "n/a" if base_acc is None else f"{base_acc:.1%}"
     lines = [
         f"Budget: {args.steps} steps x {args.prompts} prompts x {args.samples} samples; held-out greedy "
-        f"accuracy on {args.eval_limit} problems; base model {base_acc if base_acc is None else f'{base_acc:.1%}'}.",
+        f"accuracy on {args.eval_limit} problems; base model {base}.",
         "",
         "| algorithm | held-out after | train wall (s) | run wall (s) | peak RSS (MiB) |",
         "|---|---|---|---|---|",
