@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 COMPLETE = "COMPLETE"
 CRITIC = "critic.safetensors"
+TRAINABLE = "trainable.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -74,7 +75,7 @@ def save_checkpoint(
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_model_weights(model, tmp)
         if critic is not None:
             save_file({k: v.detach().contiguous() for k, v in critic.state_dict().items()}, str(tmp / CRITIC))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -120,9 +121,31 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def save_model_weights(model: Any, directory: Path) -> None:
+    """Full HF-format weights; for a partly frozen model (LoRA), only its trainable tensors (the
+    frozen rest is re-created from model.path on resume)."""
+    named = dict(model.named_parameters())
+    if all(p.requires_grad for p in named.values()):
+        model.save_pretrained(directory, safe_serialization=True)
+        return
+    state = {k: p.detach().contiguous() for k, p in named.items() if p.requires_grad}
+    save_file(state, str(directory / TRAINABLE))
+
+
 def load_model_weights(model: Any, path: Path) -> None:
+    if (path / TRAINABLE).exists():
+        state = load_file(str(path / TRAINABLE))
+        trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+        if set(state) != trainable:
+            raise ValueError(f"{path}: trainable tensors do not match this model (LoRA settings changed?)")
+        model.load_state_dict(state, strict=False)
+        return
+    load_full_weights(model, path)
+
+
+def load_full_weights(model: Any, path: Path) -> None:
     """Load safetensors weights in place; tied parameters missing from the file must share storage."""
-    files = sorted(f for f in path.glob("*.safetensors") if f.name != CRITIC)
+    files = sorted(f for f in path.glob("*.safetensors") if f.name not in (CRITIC, TRAINABLE))
     if not files:
         raise FileNotFoundError(f"{path}: no .safetensors weights")
     state: dict[str, torch.Tensor] = {}

@@ -23,9 +23,12 @@ def response_logits(
     prompts = input_ids[:, : input_ids.shape[1] - response_len]
     distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
     # HF drops the KV cache under gradient checkpointing in train mode, so no sharing there
-    checkpointing = model.training and getattr(
-        model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False)
+    flag = (
+        "is_activation_checkpointing"
+        if hasattr(model, "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
     )
+    checkpointing = model.training and getattr(model, flag, False)
     if share_prompt and not checkpointing and len(distinct) < len(prompts):
         return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
     out = model(

@@ -147,3 +147,34 @@ def load_causal_lm(
         path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
     return model.to(device)
+
+
+def add_lora(model: Any, rank: int, alpha: float, targets: str) -> Any:
+    """Wrap `model` with PEFT LoRA adapters; only the adapters are trainable."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise ImportError("model.lora_rank > 0 needs PEFT: pip install peft") from e
+    target = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    return get_peft_model(
+        model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=target, lora_dropout=0.0)
+    )
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "merge_and_unload")
+
+
+class AdaptersOff:
+    """The base model of a PEFT model, used as the frozen reference: calls run with the adapters
+    disabled, so no second copy of the weights is needed."""
+
+    def __init__(self, peft_model: Any):
+        self.model = peft_model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)

@@ -23,7 +23,7 @@ from rlft.algorithms import get_algorithm
 from rlft.config import ConfigError, to_yaml
 from rlft.data.prompts import PromptStream, encode_prompts, load_eval_rows, load_train_rows
 from rlft.loops.evaluate import evaluate_rows, write_eval_results
-from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm, load_tokenizer, resolve_model_path
 from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
 from rlft.rollout.base import make_generator
@@ -111,8 +111,12 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     model.train()
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if cfg.model.lora_rank > 0:
+        model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
     ref_model = None
-    if algo.uses_ref_model(cfg.algo):
+    if algo.uses_ref_model(cfg.algo) and cfg.model.lora_rank > 0:
+        ref_model = AdaptersOff(model)
+    elif algo.uses_ref_model(cfg.algo):
         ref_model = (
             load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
             .eval()
@@ -147,7 +151,9 @@ def save_final(parts: RunParts, out_dir: Path) -> Path:
     final = out_dir / "final"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out_dir))
     try:
-        parts.model.save_pretrained(tmp, safe_serialization=True)
+        model = parts.model.merge_and_unload() if is_peft(parts.model) else parts.model
+        parts.model = model
+        model.save_pretrained(tmp, safe_serialization=True)
         parts.tok.save_pretrained(tmp)
         if final.exists():
             shutil.rmtree(final)

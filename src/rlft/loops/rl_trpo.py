@@ -9,6 +9,8 @@ step costs roughly 30-40 PPO microbatch passes over the FVP share of the batch, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -48,8 +50,24 @@ def _surrogate_loss(
             loss = (tok * weights[idx]).sum()
         if backward:
             loss.backward()
-        total += float(loss)
+        total += float(loss.detach())
     return total
+
+
+@contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Plain-PyTorch attention while inside: fused SDPA kernels have no double backward, which the
+    Fisher-vector product needs."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if before in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 def _fisher_vector_product(
@@ -61,6 +79,10 @@ def _fisher_vector_product(
     weights = aggregation_weights(mask[rows], "token_mean")
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
+        with eager_attention(model):
+            return _fvp(v)
+
+    def _fvp(v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(v)
         for chunk in batch_indices(len(rows), micro):
             mb = batch.select(rows[chunk])

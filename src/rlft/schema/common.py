@@ -14,6 +14,9 @@ class ModelConfig:
     dtype: str = field("float32", "parameter dtype (float32 is fastest on CPU)")
     gradient_checkpointing: bool = field(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = field(False, "allow custom modelling code from the model repo")
+    lora_rank: int = field(0, "train LoRA adapters of this rank (PEFT) instead of all weights (0 = off)")
+    lora_alpha: float = field(16.0, "LoRA scaling numerator (scale = alpha / rank)")
+    lora_targets: str = field("all-linear", "modules that get adapters (PEFT target_modules)")
 
 
 @dataclass(frozen=True)
