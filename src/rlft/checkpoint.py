@@ -69,6 +69,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     keep: int = 2,
     critic: Any = None,
+    tokenizer: Any = None,
 ) -> Path:
     """Write checkpoints/step-N atomically; prune older complete ones beyond `keep`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,8 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
     try:
         save_model_weights(model, tmp)
+        if tokenizer is not None:  # so `rlft eval --model checkpoints/step-N` works
+            tokenizer.save_pretrained(tmp)
         if critic is not None:
             save_file({k: v.detach().contiguous() for k, v in critic.state_dict().items()}, str(tmp / CRITIC))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

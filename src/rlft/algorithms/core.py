@@ -81,7 +81,7 @@ def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """k3 = r - 1 - log r with r = pi_ref(x) / pi(x): unbiased and >= 0 (Schulman 2020; GRPO eq. 4)."""
     log_r = ref_logprobs - logprobs
-    return torch.exp(log_r) - 1.0 - log_r
+    return torch.expm1(log_r) - log_r  # expm1: no cancellation for small log r
 
 
 KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}

@@ -253,6 +253,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
                         state.state_dict(),
                         config.train.keep_checkpoints,
                         parts.critic,
+                        parts.tok,
                     )
     finally:
         logger.close()

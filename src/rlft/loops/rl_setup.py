@@ -122,7 +122,8 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
             .eval()
             .requires_grad_(False)
         )
-    rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step)
+    rounds = cfg.algo.max_sampling_rounds if cfg.algo.dynamic_sampling else 1
+    rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step * rounds)
     examples, counts = encode_prompts(
         rows,
         tok,

@@ -1,0 +1,165 @@
+"""Every algorithm of the table through `rlft.train_rl` on the tiny model (2 steps, 2 prompts x 4
+samples, 4 new tokens), DAPO's dynamic sampling on hand-made rewards, and an exact PPO resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import rlft
+from rlft.algorithms.registry import ALGORITHMS
+from rlft.schema.rl import AlgoConfig
+
+SMALL = [
+    "rollout.prompts_per_step=2",
+    "rollout.samples_per_prompt=4",
+    "rollout.max_new_tokens=4",
+    "train.minibatch_size=4",  # 2 optimizer steps per RL step: old logprobs are computed
+    "train.microbatch_size=4",
+    "train.steps=2",
+    "train.save_every=1",
+    "train.keep_checkpoints=5",
+]
+KL_COEF = 0.04  # configs/grpo_tiny.yaml
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _finite(m: dict, key: str) -> float:
+    assert key in m, key
+    assert isinstance(m[key], float) and math.isfinite(m[key]), (key, m[key])
+    return m[key]
+
+
+CASES = [(n, "") for n in ALGORITHMS if n != "ppo"] + [("ppo", "separate"), ("ppo", "head")]
+
+
+@pytest.mark.parametrize(("name", "critic"), CASES, ids=[f"{n}-{c}" if c else n for n, c in CASES])
+def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
+    out = tmp_path / "run"
+    extra = [f"algo.value.kind={critic}"] if critic else []
+    res = rlft.train_rl(make_rl_config(*SMALL, f"algo.name={name}", *extra, out=out))
+    algo = ALGORITHMS[name]
+    p = algo.resolve(AlgoConfig(name=name, kl_coef=KL_COEF))
+    saved = yaml.safe_load((out / "config.yaml").read_text())["algo"]
+    for key in (
+        "loss_agg",
+        "scale_rewards",
+        "kl_in_reward",
+        "kl_estimator",
+        "clip_eps_high",
+        "dynamic_sampling",
+    ):
+        assert saved[key] == getattr(p, key), key  # the algorithm's defaults were filled in
+    ms = _metrics(out)
+    assert res["steps"] == 2 and [m["step"] for m in ms] == [1, 2]
+    for m in ms:
+        assert all(not isinstance(v, float) or math.isfinite(v) for v in m.values()), m
+        if p.dynamic_sampling:
+            rounds = m["rollout/sampling_rounds"]
+            assert rounds in (1.0, 2.0, 3.0) and m["rollout/prompts_drawn"] == 2 * rounds
+        if p.mask_truncated and m["rollout/truncated_frac"] == 1.0:
+            # every completion hit max_new_tokens (usual for 4 tokens of a random model): every
+            # token is masked, so no row runs and the loss and gradient are exactly 0
+            assert (m["loss/policy"], m["optim/grad_norm"], m["perf/active_rows_frac"]) == (0.0, 0.0, 0.0)
+            continue
+        if p.kl_in_reward:  # KL as a reward penalty: measured on the batch, not in the loss
+            assert _finite(m, "policy/kl_ref_seq") >= 0 and "policy/kl" not in m
+            assert m["policy/kl_coef"] == KL_COEF  # target_kl = 0: the coefficient stays fixed
+        elif algo.update == "gradient":
+            assert _finite(m, "policy/kl") >= -1e-6  # k3 in the loss (>= 0 up to float32 rounding)
+        if algo.update == "trpo":
+            assert m["trpo/accepted"] in (0.0, 1.0)
+            if m["trpo/accepted"]:
+                assert 0 <= m["trpo/kl"] <= 0.01 and m["trpo/surrogate_gain"] > 0
+                assert m["trpo/step_fraction"] == 0.5 ** (m["trpo/line_search_tries"] - 1)
+            assert "policy/clip_frac" not in m  # one natural-gradient step, not minibatches
+            continue
+        # 2 minibatches of 4 from one rollout batch: the clipped ratio is 1 on the first one only,
+        # so the averaged ratio is finite and the clip fraction is a fraction
+        assert 0.0 <= _finite(m, "policy/clip_frac") <= 1.0 and _finite(m, "policy/ratio_mean") > 0
+        if algo.uses_value_model:
+            assert _finite(m, "loss/value") >= 0 and "loss/total" in m and "loss/policy" not in m
+        else:
+            _finite(m, "loss/policy")
+            assert "loss/value" not in m
+    ckpt = out / "checkpoints" / "step-2"
+    assert (ckpt / "critic.safetensors").exists() == algo.uses_value_model
+    if critic == "head":  # a zero-initialised linear head on the policy's trunk, now trained
+        head = load_file(ckpt / "critic.safetensors")
+        assert set(head) == {"head.weight", "head.bias"} and head["head.weight"].shape == (1, 64)
+        assert float(head["head.weight"].abs().sum()) > 0
+
+
+def _dapo(make_rl_config, out: Path, reward) -> list[dict]:
+    rlft.train_rl(make_rl_config(*SMALL, "algo.name=dapo", "log.samples_per_step=8", out=out), [reward])
+    return _metrics(out)
+
+
+def test_dapo_flat_groups_use_every_sampling_round(make_rl_config, tmp_path):
+    def constant(prompt, completion, example):
+        return 1.0
+
+    ms = _dapo(make_rl_config, tmp_path / "flat", constant)
+    for m in ms:
+        # every group is flat in every round: max_sampling_rounds = 3 rounds x 2 prompts = 6 drawn,
+        # then the last round is trained on as is
+        assert (m["rollout/sampling_rounds"], m["rollout/prompts_drawn"]) == (3.0, 6.0)
+        assert m["rollout/zero_std_groups_frac"] == 1.0
+
+
+def test_dapo_refills_flat_groups_from_a_second_round(make_rl_config, tmp_path):
+    calls = itertools.count()
+
+    def half_flat(prompt, completion, example):
+        # scored in order, 8 calls (2 groups of 4) per round: the first group of every round is
+        # flat (0), the second informative (its call number)
+        i = next(calls)
+        return 0.0 if i % 8 < 4 else float(i)
+
+    out = tmp_path / "half"
+    ms = _dapo(make_rl_config, out, half_flat)
+    for m in ms:
+        # round 1 keeps 1 group, round 2 another: 2 = prompts_per_step groups, stop after 2 rounds
+        assert (m["rollout/sampling_rounds"], m["rollout/prompts_drawn"]) == (2.0, 4.0)
+        assert m["rollout/zero_std_groups_frac"] == 0.0
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    # step 1 trains on calls 4..7 (round 1, group 2) and 12..15 (round 2, group 2); step 2 on
+    # 20..23 and 28..31
+    for step, expected in ((1, [4, 5, 6, 7, 12, 13, 14, 15]), (2, [20, 21, 22, 23, 28, 29, 30, 31])):
+        assert sorted(s["score"] for s in samples if s["step"] == step) == expected
+
+
+def test_dapo_draws_fresh_builtin_prompts_in_every_round(make_rl_config, tmp_path):
+    def constant(prompt, completion, example):
+        return 1.0
+
+    out = tmp_path / "fresh"
+    _dapo(make_rl_config, out, constant)
+    state = json.loads((out / "checkpoints" / "step-2" / "trainer_state.json").read_text())
+    # 2 steps x 3 rounds x 2 prompts = 12 prompts from the endless built-in generator: one epoch
+    assert state["stream"] == {"epoch": 0, "index": 12}
+
+
+def test_ppo_resume_reproduces_the_next_step_bitwise(make_rl_config, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ppo = [*SMALL, "algo.name=ppo", "algo.value.kind=separate"]
+    rlft.train_rl(make_rl_config(*ppo, out=a))
+    rlft.train_rl(make_rl_config(*ppo, "train.steps=1", out=b))
+    rlft.train_rl(make_rl_config(*ppo, "resume=true", out=b))
+    ma, mb = _metrics(a), _metrics(b)
+    assert [m["step"] for m in mb] == [1, 2]
+    for key in ("loss/total", "loss/value", "optim/grad_norm", "policy/kl_ref_seq", "reward/mean"):
+        assert mb[1][key] == ma[1][key], key
+    ca = load_file(a / "checkpoints" / "step-2" / "critic.safetensors")
+    cb = load_file(b / "checkpoints" / "step-2" / "critic.safetensors")
+    assert ca.keys() == cb.keys() and all(torch.equal(ca[k], cb[k]) for k in ca)
