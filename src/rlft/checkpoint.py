@@ -8,11 +8,9 @@ unpickled on load: tensors come from safetensors or torch.load(weights_only=True
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlft.fsutil import atomic_directory, fsync_tree
+
 COMPLETE = "COMPLETE"
 CRITIC = "critic.safetensors"
 TRAINABLE = "trainable.safetensors"
 STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,11 +55,10 @@ def save_checkpoint(
     critic: Any = None,
     tokenizer: Any = None,
 ) -> Path:
-    """Write checkpoints/step-N atomically; prune older complete ones beyond `keep`."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write checkpoints/step-N atomically (data fsynced before the COMPLETE marker, then the
+    directory renamed into place); prune older complete ones beyond `keep`."""
     final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
-    try:
+    with atomic_directory(final, f".tmp-step-{step}-") as tmp:
         save_model_weights(model, tmp)
         if tokenizer is not None:  # so `rlft eval --model checkpoints/step-N` works
             tokenizer.save_pretrained(tmp)
@@ -85,16 +68,8 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         (tmp / COMPLETE).write_text(str(step))
-        _fsync_tree(tmp)
-        if final.exists():  # a complete older save of the same step (resumed run): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     prune_checkpoints(root, keep)
     return final
 

@@ -3,11 +3,10 @@ tests and `configs/*_tiny.yaml`. Deterministic: the same seed gives the same wei
 
 from __future__ import annotations
 
-import os
-import shutil
 import string
-import tempfile
 from pathlib import Path
+
+from rlft.fsutil import atomic_directory
 
 SPECIAL = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 CHARS = sorted(set(string.printable) - set("\x0b\x0c\r"))
@@ -56,14 +55,7 @@ def build_tiny_model(target: Path, seed: int = 0, layers: int = 2, hidden: int =
     with torch.random.fork_rng():  # leave the caller's RNG stream untouched
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tiny-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

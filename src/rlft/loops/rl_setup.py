@@ -5,12 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ import torch
 from rlft.algorithms import get_algorithm
 from rlft.config import ConfigError, to_yaml
 from rlft.data.prompts import PromptStream, encode_prompts, load_eval_rows, load_train_rows
+from rlft.fsutil import atomic_directory
 from rlft.loops.evaluate import evaluate_rows, write_eval_results
 from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm, load_tokenizer, resolve_model_path
 from rlft.optim import make_optimizer
@@ -148,20 +146,13 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
 
 
 def save_final(parts: RunParts, out_dir: Path) -> Path:
-    """HF-format model + tokenizer in out_dir/final (temp dir, then rename)."""
-    final = out_dir / "final"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out_dir))
-    try:
-        model = parts.model.merge_and_unload() if is_peft(parts.model) else parts.model
-        parts.model = model
-        model.save_pretrained(tmp, safe_serialization=True)
+    """HF-format model (LoRA merged) + tokenizer in out_dir/final, written atomically."""
+    if is_peft(parts.model):
+        parts.model = parts.model.merge_and_unload()
+    with atomic_directory(out_dir / "final", ".tmp-final-") as tmp:
+        parts.model.save_pretrained(tmp, safe_serialization=True)
         parts.tok.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return out_dir / "final"
 
 
 def evaluate_heldout(
