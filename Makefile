@@ -8,9 +8,15 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup sandbox-deps demo test lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox-deps
+
+# the code sandbox's strongest backend (bubblewrap, Debian package); skipped when already installed
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

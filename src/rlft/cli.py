@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlft.config import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
@@ -54,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", dest="json_out", help="write the summary as JSON here")
     e.add_argument("--rows-out", help="write per-row results (JSONL) here")
+    _sandbox_parser(sub)
     return parser
+
+
+def _sandbox_parser(sub) -> None:
+    s = sub.add_parser("sandbox", help="probe the code sandbox or run a Python file in it")
+    ssub = s.add_subparsers(dest="sandbox_command", required=True)
+    ssub.add_parser("probe", help="print the strongest available backend (exit 1 if none)")
+    r = ssub.add_parser("run", help="run a Python program in the sandbox")
+    r.add_argument("file", help="the Python program")
+    r.add_argument("--stdin", help="file fed to the program's stdin")
+    r.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit in seconds")
+    r.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def cmd_rl(args: argparse.Namespace) -> int:
@@ -83,6 +96,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"{key} = {default!r}  # {doc}")
         return 0
     cfg = load_config(cls, args.config, args.overrides)
+    if args.kind == "rl":
+        import dataclasses
+
+        from rlft.algorithms import get_algorithm
+
+        cfg = dataclasses.replace(cfg, algo=get_algorithm(cfg.algo.name).resolve(cfg.algo))
     print(to_yaml(cfg), end="")
     if args.kind == "rl":
         from rlft.loops.rl_setup import batch_arithmetic
@@ -125,7 +144,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"rl": cmd_rl, "check-config": cmd_check_config, "eval": cmd_eval}
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from rlft.sandbox import Limits, LocalSandbox, SandboxUnavailable, probe_backend
+
+    try:
+        backend = probe_backend()
+    except SandboxUnavailable as e:
+        print(f"rlft sandbox: {e}", file=sys.stderr)
+        return 1
+    if args.sandbox_command == "probe":
+        print(backend)
+        return 0
+    code = Path(args.file).read_text(encoding="utf-8")
+    stdin = Path(args.stdin).read_text(encoding="utf-8") if args.stdin else None
+    result = LocalSandbox(backend, Limits().with_wall(args.timeout)).run(code, stdin)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        print(f"[rlft sandbox] {backend}: {result.status} {result.reason}".rstrip(), file=sys.stderr)
+    return 0 if result.status == "ok" else 1
+
+
+COMMANDS = {"rl": cmd_rl, "check-config": cmd_check_config, "eval": cmd_eval, "sandbox": cmd_sandbox}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlft.data import arithmetic
+from rlft.data import arithmetic, coding
 from rlft.data.rows import DataError, read_rows, require_fields
+from rlft.rewards.countdown import countdown_rows
 
 log = logging.getLogger(__name__)
 BUILTIN_TRAIN_ROWS = 50_000
@@ -88,9 +89,17 @@ def load_train_rows(cfg: Any, seed: int, needed: int = BUILTIN_TRAIN_ROWS) -> li
         rows = read_rows(cfg.path, cfg.split)
         require_fields(rows, [cfg.prompt_field])
         return rows
-    if cfg.builtin != "arithmetic":
-        raise DataError(f"unknown built-in dataset 'data.builtin={cfg.builtin}' (available: arithmetic)")
-    stream = arithmetic.train_rows(cfg.arithmetic, seed)
+    if cfg.builtin == "arithmetic":
+        stream = arithmetic.train_rows(cfg.arithmetic, seed)
+    elif cfg.builtin == "coding":
+        stream = coding.train_rows(seed)
+    elif cfg.builtin == "countdown":
+        stream = countdown_rows(seed)
+    else:
+        raise DataError(
+            f"unknown built-in dataset 'data.builtin={cfg.builtin}' "
+            "(available: arithmetic, coding, countdown)"
+        )
     return [next(stream) for _ in range(max(needed, 1))]
 
 

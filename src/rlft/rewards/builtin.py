@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rlft.rewards import format as fmt
 from rlft.rewards.answers import ANSWER_TAG, answers_equal, extract_answer
+from rlft.rewards.code import code_pass_fraction
+from rlft.rewards.countdown import countdown_reward
+from rlft.rewards.math import math_answer
 
 RewardFn = Callable[..., float]
 
@@ -28,4 +32,13 @@ def answer_format(prompt: str, completion: str, example: Mapping[str, Any]) -> f
 BUILTIN_REWARDS: dict[str, RewardFn] = {
     "numeric_answer": numeric_answer,
     "answer_format": answer_format,
+    "math_answer": math_answer,
+    "r1_format_strict": fmt.r1_format_strict,
+    "r1_format_lenient": fmt.r1_format_lenient,
+    "tag_count": fmt.tag_count,
+    "overlong_penalty": fmt.overlong_penalty,
+    "target_length": fmt.target_length,
+    "repetition_penalty": fmt.repetition_penalty,
+    "countdown": countdown_reward,
+    "code_pass_fraction": code_pass_fraction,
 }

@@ -1,7 +1,9 @@
 """Score completions with weighted reward functions, guarding against raises and non-finite values.
 
-A failure (raise, None, NaN, inf, non-number) is counted per function and, by that function's
-`on_error`, either scores 0 or stops the run. A non-finite value never reaches the loss.
+A failure (raise, None, NaN, inf, non-number, timeout) is counted per function and, by that
+function's `on_error`, either scores 0 or stops the run. A non-finite value never reaches the loss.
+Slow rewards (a term with `timeout_s > 0`) run in a thread pool, each call bounded by that timeout;
+their timeouts are also counted on their own (`reward/<fn>_timeouts`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from rlft.rewards.parallel import CallOutcome, call_all
 from rlft.rewards.registry import resolve_reward, reward_name
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,16 @@ class RewardTerm:
     weight: float = 1.0
     on_error: str = "zero"
     kwargs: Mapping[str, Any] | None = None
+    timeout_s: float = 0.0  # > 0: run in a thread pool with this per-call timeout
+    workers: int = 0  # pool threads (0 = one per CPU)
+
+
+def _pool_settings(spec: Any, fn: Callable) -> tuple[float, int]:
+    """(timeout_s, workers) from the config entry when it has them, else from the function's
+    `slow_reward` marks, else (0, 0) = called inline."""
+    timeout = getattr(spec, "timeout_s", None) or getattr(fn, "rlft_timeout_s", 0.0)
+    workers = getattr(spec, "workers", None) or getattr(fn, "rlft_workers", 0)
+    return float(timeout), int(workers)
 
 
 def build_terms(specs: Sequence[Any], extra: Mapping[str, Callable] | None = None) -> list[RewardTerm]:
@@ -41,12 +54,15 @@ def build_terms(specs: Sequence[Any], extra: Mapping[str, Callable] | None = Non
         for name, fn in extra.items():
             s = by_name.get(name)
             kwargs = dict(s.kwargs) if s else {}
-            terms.append(RewardTerm(name, fn, s.weight if s else 1.0, s.on_error if s else "zero", kwargs))
+            weight, on_error = (s.weight, s.on_error) if s else (1.0, "zero")
+            terms.append(RewardTerm(name, fn, weight, on_error, kwargs, *_pool_settings(s, fn)))
         return terms
-    return [
-        RewardTerm(s.name or reward_name(s.fn), resolve_reward(s.fn), s.weight, s.on_error, dict(s.kwargs))
-        for s in specs
-    ]
+    terms = []
+    for s in specs:
+        fn = resolve_reward(s.fn)
+        name = s.name or reward_name(s.fn)
+        terms.append(RewardTerm(name, fn, s.weight, s.on_error, dict(s.kwargs), *_pool_settings(s, fn)))
+    return terms
 
 
 def as_named(reward_fns: Any) -> dict[str, Callable] | None:
@@ -81,12 +97,12 @@ def score_completions(
     metrics: dict[str, float] = {}
     for term in terms:
         values, failures, first_error = [], 0, None
-        for prompt, completion, example in zip(prompts, completions, examples, strict=True):
-            try:
-                v = _checked(term.fn(prompt, completion, example, **(term.kwargs or {})))
-                err = None if v is not None else "returned None or a non-finite / non-numeric value"
-            except Exception as e:  # a user reward may raise anything
-                v, err = None, f"raised {type(e).__name__}: {e}"
+        outcomes = _call_term(term, prompts, completions, examples)
+        for outcome in outcomes:
+            v = _checked(outcome.value) if outcome.error is None else None
+            err = outcome.error or (
+                None if v is not None else "returned None or a non-finite / non-numeric value"
+            )
             if v is None:
                 failures += 1
                 first_error = first_error or err
@@ -98,6 +114,8 @@ def score_completions(
         total += term.weight * t
         metrics[f"reward/{term.name}"] = float(t.mean()) if len(values) else 0.0
         metrics[f"reward/{term.name}_failures"] = float(failures)
+        if term.timeout_s > 0:
+            metrics[f"reward/{term.name}_timeouts"] = float(sum(o.timed_out for o in outcomes))
         if failures:
             log.warning(
                 "reward '%s' failed on %d of %d completions (first: %s); scored 0",
@@ -109,3 +127,23 @@ def score_completions(
     metrics["reward/mean"] = float(total.mean()) if len(completions) else 0.0
     metrics["reward/std"] = float(total.std()) if len(completions) > 1 else 0.0
     return total, metrics
+
+
+def _call_term(
+    term: RewardTerm,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    examples: Sequence[Mapping[str, Any]],
+) -> list[CallOutcome]:
+    """Call the term's function on every completion: inline, or in a pool when it is slow."""
+    calls = list(zip(prompts, completions, examples, strict=True))
+    kwargs = dict(term.kwargs or {})
+    if term.timeout_s > 0:
+        return call_all(term.fn, calls, kwargs, term.workers, term.timeout_s)
+    outcomes = []
+    for args in calls:
+        try:
+            outcomes.append(CallOutcome(value=term.fn(*args, **kwargs)))
+        except Exception as e:  # a user reward may raise anything
+            outcomes.append(CallOutcome(error=f"raised {type(e).__name__}: {e}"))
+    return outcomes
