@@ -78,6 +78,8 @@ class RewardSpec:
     name: str = field("", "metric name (default: derived from fn)")
     on_error: Literal["zero", "error"] = field("zero", "a raise / NaN / inf / None gives 0, or stops the run")
     kwargs: dict[str, Any] = field({}, "keyword arguments passed to the function")
+    timeout_s: float = field(0.0, "per-call timeout in seconds; > 0 runs the reward in a thread pool")
+    workers: int = field(0, "threads of that pool (0 = one per CPU)")
 
 
 @dataclass(frozen=True)
