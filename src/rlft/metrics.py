@@ -75,10 +75,9 @@ class RunLogger:
             self.tb.flush()
         if self.bar is not None:
             self.bar.update(1)
+            labels = {"reward/mean": "reward", "rollout/response_len": "len", "perf/step_s": "step_s"}
             show = {
-                k.split("/")[-1]: record[k]
-                for k in ("reward/mean", "rollout/response_len", "perf/step_s")
-                if isinstance(record.get(k), (int, float))
+                label: record[k] for k, label in labels.items() if isinstance(record.get(k), (int, float))
             }
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in show.items()})
 
