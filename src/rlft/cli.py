@@ -77,6 +77,12 @@ def cmd_rl(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
     cfg = load_config(RLConfig, args.config, overrides)
     result = train_rl(cfg)
+    if result.get("stopped"):
+        print(
+            f"[rlft] stopped after step {result['steps']}; resume with: rlft rl "
+            f"{'--config ' + args.config + ' ' if args.config else ''}{' '.join(args.overrides)} --resume"
+        )
+        return 0
     ev = result["eval"]
     if "before" in ev and "after" in ev:
         print(

@@ -32,6 +32,7 @@ from rlft.ops import masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rollout.base import Generator
 from rlft.schema.rl import RLConfig
+from rlft.signals import GracefulStop
 from rlft.value import rollout_values
 
 log = logging.getLogger(__name__)
@@ -234,29 +235,28 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
             results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
     logger = RunLogger(out_dir, config.train.steps, state.step, config.log.tensorboard, config.log.progress)
     metrics: dict[str, float] = {}
-    try:
-        while state.step < config.train.steps:
-            with timer("train"):
-                metrics, batch = rl_step(config, parts, generator, algo, terms, state)
-            state.step += 1
-            logger.log_metrics(state.step, metrics)
-            logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
-            every = config.train.save_every
-            if (every and state.step % every == 0) or state.step == config.train.steps:
-                with timer("checkpoint"):
-                    save_checkpoint(
-                        ckpt_root,
+    with GracefulStop() as stop:
+        try:
+            while state.step < config.train.steps:
+                with timer("train"):
+                    metrics, batch = rl_step(config, parts, generator, algo, terms, state)
+                state.step += 1
+                logger.log_metrics(state.step, metrics)
+                logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
+                every = config.train.save_every
+                if (every and state.step % every == 0) or state.step == config.train.steps or stop.requested:
+                    with timer("checkpoint"):
+                        _checkpoint(config, parts, state, ckpt_root)
+                if stop.requested and state.step < config.train.steps:
+                    log.warning(
+                        "stopped after step %d; resume with: rlft rl --config <config> --resume "
+                        "output_dir=%s",
                         state.step,
-                        parts.model,
-                        parts.optimizer,
-                        parts.scheduler,
-                        state.state_dict(),
-                        config.train.keep_checkpoints,
-                        parts.critic,
-                        parts.tok,
+                        out_dir,
                     )
-    finally:
-        logger.close()
+                    return {**results, "metrics": metrics, "steps": state.step, "stopped": True}
+        finally:
+            logger.close()
     with timer("save_final"):
         results["final_dir"] = str(save_final(parts, out_dir))
     if config.eval.after:
@@ -266,6 +266,20 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
     (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def _checkpoint(config: RLConfig, parts: RunParts, state: RLState, root: Path) -> None:
+    save_checkpoint(
+        root,
+        state.step,
+        parts.model,
+        parts.optimizer,
+        parts.scheduler,
+        state.state_dict(),
+        config.train.keep_checkpoints,
+        parts.critic,
+        parts.tok,
+    )
 
 
 def _previous_summary(out_dir: Path) -> dict[str, Any]:
