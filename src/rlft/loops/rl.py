@@ -136,7 +136,7 @@ def rl_step(
 def update(
     cfg: RLConfig, parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, guard: NonFiniteGuard
 ) -> dict[str, float]:
-    """The algorithm's update rule: optimizer steps, or one TRPO step (+ critic steps if any)."""
+    """The algorithm's update rule: optimizer steps (policy, and critic if any), or one TRPO step."""
     t, share = cfg.train, cfg.train.share_prompt_forward
     if algo.update == "trpo":
         return trpo_update(

@@ -27,7 +27,7 @@ def collect_rollouts(
     r = cfg.rollout
     g = r.samples_per_prompt
     params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
-    kept_examples, kept_ids, kept_finished, kept_scores = [], [], [], []
+    kept_examples, kept_ids, kept_finished, kept_texts, kept_scores = [], [], [], [], []
     first_metrics: dict[str, float] = {}
     rounds = cfg.algo.max_sampling_rounds if dynamic else 1
     drawn = 0
@@ -48,15 +48,18 @@ def collect_rollouts(
             kept_examples.extend(repeated[i] for i in rows)
             kept_ids.extend(gens.response_ids[i] for i in rows)
             kept_finished.extend(gens.finished[i] for i in rows)
+            kept_texts.extend(completions[i] for i in rows)
             kept_scores.append(scores[p * g : (p + 1) * g])
         if len(kept_scores) >= r.prompts_per_step:
             break
     if not kept_scores:  # every group was flat in every round: train on the last round as is
         kept_examples, kept_ids, kept_finished = repeated, gens.response_ids, gens.finished
+        kept_texts = completions
         kept_scores = [scores]
     n = min(len(kept_examples), r.prompts_per_step * g)
     group_ids = torch.arange(n) // g
-    rollouts = assemble(kept_examples[:n], Generations(kept_ids[:n], kept_finished[:n]), group_ids, parts.tok)
+    gens = Generations(kept_ids[:n], kept_finished[:n])
+    rollouts = assemble(kept_examples[:n], gens, group_ids, parts.tok, kept_texts[:n])
     if dynamic:
         first_metrics["rollout/sampling_rounds"] = float(round_ + 1)
         first_metrics["rollout/prompts_drawn"] = float(drawn)
