@@ -20,17 +20,17 @@ def response_logits(
     identical prompt tokens run their prompt once and share its KV cache: the same maths, with
     gradients flowing into the shared pass.
     """
-    prompts = input_ids[:, : input_ids.shape[1] - response_len]
-    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
     # HF drops the KV cache under gradient checkpointing in train mode, so no sharing there
     flag = (
         "is_activation_checkpointing"
         if hasattr(model, "is_activation_checkpointing")
         else "is_gradient_checkpointing"
     )
-    checkpointing = model.training and getattr(model, flag, False)
-    if share_prompt and not checkpointing and len(distinct) < len(prompts):
-        return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
+    if share_prompt and not (model.training and getattr(model, flag, False)):
+        prompts = input_ids[:, : input_ids.shape[1] - response_len]
+        distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+        if len(distinct) < len(prompts):
+            return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
