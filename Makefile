@@ -8,15 +8,17 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup sandbox-deps demo test lint clean
+.PHONY: setup system-deps demo test lint clean
 
-setup: $(STAMP) sandbox-deps
+setup: $(STAMP) system-deps
 
-# the code sandbox's strongest backend (bubblewrap, Debian package); skipped when already installed
-sandbox-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap; }
+# Debian packages: bubblewrap (the code sandbox's strongest backend) and chromium (the labelling
+# app's browser tests); skipped when already installed
+system-deps:
+	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -z "$$missing" ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
