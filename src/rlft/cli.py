@@ -13,7 +13,11 @@ from pathlib import Path
 from rlft.config import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
 
-CONFIG_KINDS = {"rl": ("rlft.schema.rl", "RLConfig")}
+CONFIG_KINDS = {
+    "rl": ("rlft.schema.rl", "RLConfig"),
+    "rm": ("rlft.schema.preference", "RMConfig"),
+    "dpo": ("rlft.schema.preference", "DPOConfig"),
+}
 
 
 def _config_cls(kind: str):
@@ -36,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
+    _rm_parser(sub)
+    _training_parser(sub, "dpo", "offline preference optimisation (DPO / IPO) on preference data")
     c = sub.add_parser("check-config", help="print the resolved config and batch arithmetic")
     c.add_argument("--config")
     c.add_argument("--kind", default="rl", choices=sorted(CONFIG_KINDS))
@@ -57,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rows-out", help="write per-row results (JSONL) here")
     _sandbox_parser(sub)
     return parser
+
+
+def _rm_parser(sub) -> None:
+    r = sub.add_parser("rm", help="train a reward model on rankings (`rm train`, the default) or score rows")
+    rsub = r.add_subparsers(dest="rm_command", required=True)
+    _training_parser(rsub, "train", "train a reward model (Bradley-Terry / Plackett-Luce)")
+    s = rsub.add_parser("score", help="score (prompt, response) rows with a reward model")
+    s.add_argument("--model", required=True, help="reward model dir (an `rlft rm` final/)")
+    s.add_argument("--data", required=True, help="JSONL rows with prompt and response (or responses)")
+    s.add_argument("--out", help="write the rows with score(s) added here (JSONL)")
+    s.add_argument("--prompt-field", default="prompt")
+    s.add_argument("--response-field", default="response")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--max-length", type=int, default=1024)
 
 
 def _sandbox_parser(sub) -> None:
@@ -92,6 +112,54 @@ def cmd_rl(args: argparse.Namespace) -> int:
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in result["phase_seconds"].items())
     print(f"[rlft] wall time per phase: {phases}")
     print(f"[rlft] final model: {result['final_dir']}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace, kind: str):
+    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+    return load_config(_config_cls(kind), args.config, overrides)
+
+
+def _print_run_end(result: dict, command: str) -> None:
+    if result.get("stopped"):
+        print(f"[rlft] stopped after step {result['steps']}; resume with: rlft {command} ... --resume")
+        return
+    held = ", ".join(f"{k} {v:.4f}" for k, v in result.get("heldout", {}).items())
+    print(f"[rlft] held-out: {held or 'no held-out rows'}")
+    print(f"[rlft] final model: {result['final_dir']}")
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    if args.rm_command == "score":
+        from rlft.loops.reward_model import score_file
+
+        scores = score_file(
+            args.model,
+            args.data,
+            args.out,
+            args.prompt_field,
+            args.response_field,
+            args.batch_size,
+            args.max_length,
+        )
+        mean = sum(scores) / len(scores)
+        print(
+            f"[rlft] {len(scores)} responses scored, mean {mean:.4f}"
+            + (f"; wrote {args.out}" if args.out else "")
+        )
+        if not args.out:
+            print(json.dumps(scores))
+        return 0
+    from rlft.loops.reward_model import train_reward_model
+
+    _print_run_end(train_reward_model(_train_config(args, "rm")), "rm")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace) -> int:
+    from rlft.loops.dpo import train_dpo
+
+    _print_run_end(train_dpo(_train_config(args, "dpo")), "dpo")
     return 0
 
 
@@ -173,12 +241,29 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
-COMMANDS = {"rl": cmd_rl, "check-config": cmd_check_config, "eval": cmd_eval, "sandbox": cmd_sandbox}
+COMMANDS = {
+    "rl": cmd_rl,
+    "rm": cmd_rm,
+    "dpo": cmd_dpo,
+    "check-config": cmd_check_config,
+    "eval": cmd_eval,
+    "sandbox": cmd_sandbox,
+}
+RM_SUBCOMMANDS = ("train", "score", "-h", "--help")
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """`rlft rm --config X` means `rlft rm train --config X` (train is rm's default)."""
+    argv = list(argv)
+    i = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if i is not None and argv[i] == "rm" and (i + 1 == len(argv) or argv[i + 1] not in RM_SUBCOMMANDS):
+        argv.insert(i + 1, "train")
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

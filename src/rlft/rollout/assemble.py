@@ -13,6 +13,23 @@ from rlft.rollout.base import Generations
 from rlft.rollout.hf import left_pad
 
 
+def pack_prompt_response(
+    prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids [B, Lp+T] (prompts left-padded, responses right-padded to the longest), attention
+    mask [B, Lp+T] and response_mask [B, T] (bool)."""
+    prompts, prompt_mask = left_pad(prompt_ids, pad)
+    width = max(1, max(len(r) for r in response_ids))
+    resp = torch.full((len(response_ids), width), pad, dtype=torch.long)
+    resp_mask = torch.zeros((len(response_ids), width), dtype=torch.bool)
+    for i, r in enumerate(response_ids):
+        if r:
+            resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            resp_mask[i, : len(r)] = True
+    input_ids = torch.cat([prompts, resp], dim=1)
+    return input_ids, torch.cat([prompt_mask, resp_mask.long()], dim=1), resp_mask
+
+
 def assemble(
     examples: Sequence[PromptExample],
     gens: Generations,
@@ -20,20 +37,14 @@ def assemble(
     tok: Any,
     completions: Sequence[str] | None = None,
 ) -> Rollouts:
-    """input_ids [B, Lp+T]: left-padded prompts, then responses right-padded to the longest one.
-    `completions` are the decoded responses when the caller has them already."""
-    pad = tok.pad_token_id
-    prompt_ids, prompt_mask = left_pad([ex.ids for ex in examples], pad)
-    width = max(1, max(len(r) for r in gens.response_ids))
-    resp = torch.full((len(examples), width), pad, dtype=torch.long)
-    resp_mask = torch.zeros((len(examples), width), dtype=torch.bool)
-    for i, r in enumerate(gens.response_ids):
-        if r:
-            resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            resp_mask[i, : len(r)] = True
+    """A Rollouts batch (layout of `pack_prompt_response`). `completions` are the decoded responses
+    when the caller has them already."""
+    input_ids, attention_mask, resp_mask = pack_prompt_response(
+        [ex.ids for ex in examples], gens.response_ids, tok.pad_token_id
+    )
     return Rollouts(
-        input_ids=torch.cat([prompt_ids, resp], dim=1),
-        attention_mask=torch.cat([prompt_mask, resp_mask.long()], dim=1),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
         response_mask=resp_mask,
         group_ids=group_ids,
         prompts=[ex.text for ex in examples],

@@ -1,0 +1,157 @@
+"""Preference data: pairwise rows and K-way rankings, read into one form (`Ranked`), and the
+conversion of a ranking into its ordered pairs.
+
+Accepted rows (JSONL, Parquet or a `datasets` dir, via `read_rows`):
+- pairwise: ``{"prompt", "chosen", "rejected", "margin"?}``
+- K-way: ``{"prompt", "responses": [r0, ..., rK-1], "ranking": [2, [0, 3], 1]}`` where `ranking`
+  lists response indices best to worst and a nested list is a group of tied responses
+  (the format `rlft label export` writes). A `ties` field ``[[0, 3]]`` may instead name tied
+  indices of a flat ranking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlft.data.prompts import chat_text, to_messages
+from rlft.data.rows import DataError, read_rows
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One prompt's responses with their rank levels: levels[i] = 0 for the best group, 1 next..."""
+
+    prompt: Any  # string or chat messages
+    responses: tuple[str, ...]
+    levels: tuple[int, ...]
+    margin: float = 0.0  # pairwise rows only: required score gap chosen - rejected
+    source: str = "?"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def ranking_levels(ranking: Sequence[Any], k: int, where: str = "?") -> tuple[int, ...]:
+    """Rank level of each of k responses from a best-to-worst ranking with nested tie groups.
+
+    [2, [0, 3], 1] with k=4 -> response 2 level 0; 0 and 3 level 1; 1 level 2 -> (1, 2, 0, 1).
+    """
+    levels: dict[int, int] = {}
+    for level, item in enumerate(ranking):
+        group = item if isinstance(item, (list, tuple)) else [item]
+        if not group:
+            raise DataError(f"{where}: field 'ranking': empty tie group at position {level}")
+        for idx in group:
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < k:
+                raise DataError(f"{where}: field 'ranking': {idx!r} is not a response index 0..{k - 1}")
+            if idx in levels:
+                raise DataError(f"{where}: field 'ranking': response {idx} appears twice")
+            levels[idx] = level
+    if len(levels) != k:
+        missing = sorted(set(range(k)) - set(levels))
+        raise DataError(f"{where}: field 'ranking': responses {missing} are not ranked")
+    return tuple(levels[i] for i in range(k))
+
+
+def _apply_ties(ranking: list[Any], ties: Sequence[Sequence[int]]) -> list[Any]:
+    """Flat ranking + tie groups -> nested ranking (each group placed where its best member is)."""
+    group_of = {i: tuple(g) for g in ties for i in g}
+    out, seen = [], set()
+    for idx in ranking:
+        group = group_of.get(idx, (idx,))
+        if group in seen:
+            continue
+        seen.add(group)
+        out.append(list(group) if len(group) > 1 else idx)
+    return out
+
+
+def parse_preference_row(row: Mapping[str, Any], prompt_field: str = "prompt") -> Ranked:
+    where = row.get("_source", "?")
+    if prompt_field not in row:
+        raise DataError(f"{where}: missing field '{prompt_field}'")
+    extra = {k: v for k, v in row.items() if k not in ("responses", "ranking", "ties", "_source")}
+    if "chosen" in row or "rejected" in row:
+        for key in ("chosen", "rejected"):
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{where}: field '{key}' must be a string")
+        margin = row.get("margin", 0.0)
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+            raise DataError(f"{where}: field 'margin' must be a number, got {margin!r}")
+        return Ranked(
+            row[prompt_field], (row["chosen"], row["rejected"]), (0, 1), float(margin), where, extra
+        )
+    responses = row.get("responses")
+    strings = isinstance(responses, list) and all(isinstance(r, str) for r in responses)
+    if not strings or len(responses) < 2:
+        raise DataError(
+            f"{where}: a preference row needs 'chosen'/'rejected' or 'responses' (a list of >= 2 strings)"
+        )
+    ranking = row.get("ranking")
+    if not isinstance(ranking, list):
+        raise DataError(f"{where}: field 'ranking' must be a list of response indices, best first")
+    if row.get("ties"):
+        ranking = _apply_ties(ranking, row["ties"])
+    levels = ranking_levels(ranking, len(responses), where)
+    return Ranked(row[prompt_field], tuple(responses), levels, 0.0, where, extra)
+
+
+def read_preferences(path: str, prompt_field: str = "prompt") -> list[Ranked]:
+    """Every row of a preference file as `Ranked`; errors name file:line and field."""
+    rows = read_rows(path)
+    if not rows:
+        raise DataError(f"{path}: no preference rows")
+    return [parse_preference_row(r, prompt_field) for r in rows]
+
+
+def ranked_pairs(levels: Sequence[int]) -> list[tuple[int, int]]:
+    """All ordered (better, worse) index pairs of a ranking: C(K,2) of them for a strict ranking
+    (InstructGPT, Ouyang et al. 2022, sec. 3.5); tied responses form no pair."""
+    k = len(levels)
+    return [
+        (i, j) if levels[i] < levels[j] else (j, i)
+        for i in range(k)
+        for j in range(i + 1, k)
+        if levels[i] != levels[j]
+    ]
+
+
+def prompt_key(prompt: Any) -> str:
+    return hashlib.sha256(repr(prompt).encode("utf-8")).hexdigest()
+
+
+def split_by_prompt(rows: Sequence[Ranked], heldout_fraction: float) -> tuple[list[Ranked], list[Ranked]]:
+    """Train / held-out split by a hash of the prompt, so every ranking of a prompt lands on the
+    same side (no prompt leaks into the held-out pairs)."""
+    train, held = [], []
+    for r in rows:
+        u = int(prompt_key(r.prompt)[:8], 16) / 0xFFFFFFFF
+        (held if u < heldout_fraction else train).append(r)
+    return train, held
+
+
+def conversation_text(tok: Any, prompt: Any, response: str, system_prompt: str | None = None) -> str:
+    """The conversation a reward model reads: the prompt's messages, then the response as the
+    assistant turn, through the chat template."""
+    msgs = to_messages(prompt, system_prompt) + [{"role": "assistant", "content": response}]
+    return tok.apply_chat_template(msgs, tokenize=False)
+
+
+def encode_conversation(
+    tok: Any, prompt: Any, response: str, max_length: int, system_prompt: str | None = None
+) -> tuple[list[int], int]:
+    """(token ids of the whole conversation, how many of them are prompt). Longer than max_length:
+    the first tokens are dropped (the prompt's start goes first; the response end is kept)."""
+    full = tok(conversation_text(tok, prompt, response, system_prompt), add_special_tokens=False)["input_ids"]
+    head = tok(chat_text(tok, prompt, system_prompt), add_special_tokens=False)["input_ids"]
+    prompt_len = len(head) if full[: len(head)] == head else _common_prefix(full, head)
+    cut = max(0, len(full) - max_length)
+    return full[cut:], max(0, prompt_len - cut)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

@@ -1,0 +1,128 @@
+"""Offline preference optimisation (`rlft dpo`): DPO or IPO on pairwise rows or K-way rankings
+(every ordered pair of a ranking, each ranking weighing 1 / its pair count).
+
+The reference is the initial policy: its sequence logprobs are computed once, before training
+(and before a resume loads later weights), so no second model stays in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rlft.algorithms.preference import dpo_loss, pair_tensors
+from rlft.data.preferences import ranked_pairs
+from rlft.forward import response_logprobs
+from rlft.loops.preference_run import (
+    EncodedRanking,
+    encode_rankings,
+    load_split,
+    microbatches,
+    run_preference_loop,
+)
+from rlft.loops.rl_setup import seed_everything
+from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.rollout.assemble import pack_prompt_response
+from rlft.schema.preference import DPOConfig, DPOLossConfig
+
+log = logging.getLogger(__name__)
+
+
+def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
+    """Train as configured; returns the run summary (held-out reward accuracy under "heldout")."""
+    path = resolve_model_path(cfg.model.path)
+    seed_everything(cfg.seed)
+    tok = load_tokenizer(path)
+    model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.model.lora_rank > 0:
+        model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
+    train_rows, held_rows = load_split(cfg.data)
+    mb = cfg.train.microbatch_size
+    train = with_reference(model, tok, _with_pairs(encode_rankings(tok, train_rows, cfg.data)), mb, cfg.dpo)
+    held = with_reference(model, tok, _with_pairs(encode_rankings(tok, held_rows, cfg.data)), mb, cfg.dpo)
+    log.info("dpo: %d training rankings, %d held-out", len(train), len(held))
+
+    def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for chunk in microbatches(batch, mb):
+            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo)
+            (loss / n_rankings).backward()
+            for k, v in {"loss/dpo": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: v / n_rankings for k, v in sums.items()}
+
+    @torch.no_grad()
+    def evaluate(rankings: list[EncodedRanking]) -> dict[str, float]:
+        model.eval()
+        sums: dict[str, float] = {}
+        for chunk in microbatches(rankings, mb):
+            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo)
+            for k, v in {"loss": float(loss), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        model.train()
+        return {k.replace("/", "_"): v / len(rankings) for k, v in sums.items()}
+
+    return run_preference_loop(cfg, model, tok, train, held, backward, evaluate, desc=cfg.dpo.loss)
+
+
+def _with_pairs(rankings: list[EncodedRanking]) -> list[EncodedRanking]:
+    return [r for r in rankings if ranked_pairs(r.ranked.levels)]
+
+
+def sequence_logprobs(model: Any, tok: Any, chunk: Sequence[EncodedRanking], normalize: bool) -> torch.Tensor:
+    """Logprob [N] of every response of the chunk given its prompt (summed over its tokens, or
+    their mean when `normalize`), one ranking after another."""
+    prompts = [ids[:n] for r in chunk for ids, n in zip(r.ids, r.prompt_lens, strict=True)]
+    responses = [ids[n:] for r in chunk for ids, n in zip(r.ids, r.prompt_lens, strict=True)]
+    input_ids, attention_mask, response_mask = pack_prompt_response(prompts, responses, tok.pad_token_id)
+    device = next(model.parameters()).device
+    logprobs, _ = response_logprobs(
+        model,
+        input_ids.to(device),
+        attention_mask.to(device),
+        response_mask.shape[1],
+        share_prompt=True,
+    )
+    mask = response_mask.to(device)
+    total = (logprobs * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if normalize else total
+
+
+@torch.no_grad()
+def with_reference(
+    model: Any, tok: Any, rankings: list[EncodedRanking], microbatch: int, cfg: DPOLossConfig
+) -> list[EncodedRanking]:
+    """The rankings with each response's logprob under `model` as it is now (the reference)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for chunk in microbatches(rankings, microbatch):
+        logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize).tolist()
+        for r in chunk:
+            k = len(r.ids)
+            out.append(dataclasses.replace(r, ref_logps=tuple(logps[:k])))
+            logps = logps[k:]
+    model.train(was_training)
+    return out
+
+
+def chunk_loss(
+    model: Any, tok: Any, chunk: Sequence[EncodedRanking], cfg: DPOLossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum over the chunk's rankings of the mean DPO/IPO loss over each ranking's pairs, and the
+    same per-ranking means of the implicit-reward metrics (summed)."""
+    levels = [r.ranked.levels for r in chunk]
+    better, worse, weight = pair_tensors(levels, [ranked_pairs(lv) for lv in levels])
+    logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize)
+    ref = torch.tensor([x for r in chunk for x in r.ref_logps], device=logps.device)
+    loss, metrics = dpo_loss(
+        logps[better], logps[worse], ref[better], ref[worse], cfg.beta, cfg.loss, cfg.label_smoothing
+    )
+    weight = weight.to(logps.device)
+    return (weight * loss).sum(), {k: float((weight * v).sum()) for k, v in metrics.items()}
