@@ -112,9 +112,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"'{key}': bad value {value!r}")
     if origin in (list, tuple, Sequence):
+        inner = args[0] if args else Any
+        if inner is str and isinstance(value, str):  # `key: a` for a list of strings means [a]
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{key}' must be a list, got {value!r}")
-        inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):

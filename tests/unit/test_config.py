@@ -162,3 +162,11 @@ def test_batch_arithmetic_rejects_zero_sizes():
     cfg = load_config(RLConfig, None, ["rollout.samples_per_prompt=0"])
     with pytest.raises(ConfigError, match="'rollout.samples_per_prompt' must be >= 1, got 0"):
         batch_arithmetic(cfg)
+
+
+def test_a_string_for_a_list_of_strings_becomes_a_one_item_list():
+    cfg = build(RLConfig, {"rewards": [{"model": "runs/rm/final"}], "data": {"arithmetic": {"ops": "+"}}})
+    assert cfg.rewards[0].model == ["runs/rm/final"] and cfg.data.arithmetic.ops == ["+"]
+    # only lists of strings: a list of records still needs a list
+    with pytest.raises(ConfigError, match="'rewards' must be a list"):
+        build(RLConfig, {"rewards": "numeric_answer"})

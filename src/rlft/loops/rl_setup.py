@@ -96,7 +96,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     algo = get_algorithm(cfg.algo.name)
     cfg = dataclasses.replace(cfg, algo=algo.resolve(cfg.algo))
     arithmetic = batch_arithmetic(cfg)
-    terms = build_terms(cfg.rewards, as_named(reward_fns))
+    terms = build_terms(cfg.rewards, as_named(reward_fns), cfg.data)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(to_yaml(cfg))

@@ -4,6 +4,9 @@ A failure (raise, None, NaN, inf, non-number, timeout) is counted per function a
 function's `on_error`, either scores 0 or stops the run. A non-finite value never reaches the loss.
 Slow rewards (a term with `timeout_s > 0`) run in a thread pool, each call bounded by that timeout;
 their timeouts are also counted on their own (`reward/<fn>_timeouts`).
+Batched terms (reward models: a config entry with `model`, or any callable with a true
+`rlft_batched` attribute) are called once per batch, `fn(prompts, completions, examples, **kwargs)
+-> (values [B], metrics)`; their metrics join the output and their values are checked like any other.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class RewardTerm:
     kwargs: Mapping[str, Any] | None = None
     timeout_s: float = 0.0  # > 0: run in a thread pool with this per-call timeout
     workers: int = 0  # pool threads (0 = one per CPU)
+    batched: bool = False  # fn(prompts, completions, examples) -> (values [B], metrics), called inline
 
 
 def _pool_settings(spec: Any, fn: Callable) -> tuple[float, int]:
@@ -45,24 +49,59 @@ def _pool_settings(spec: Any, fn: Callable) -> tuple[float, int]:
     return float(timeout), int(workers)
 
 
-def build_terms(specs: Sequence[Any], extra: Mapping[str, Callable] | None = None) -> list[RewardTerm]:
+def _is_batched(fn: Callable) -> bool:
+    return bool(getattr(fn, "rlft_batched", False))
+
+
+def spec_name(spec: Any) -> str:
+    """Metric name of a config entry: its `name`, else "rm" for a reward model, else the fn's name."""
+    return spec.name or ("rm" if getattr(spec, "model", None) else reward_name(spec.fn))
+
+
+def build_terms(
+    specs: Sequence[Any], extra: Mapping[str, Callable] | None = None, data: Any = None
+) -> list[RewardTerm]:
     """Reward terms from config specs; `extra` (name -> fn) replaces the config's list when given:
-    each extra fn takes its weight/on_error from a config entry of the same name, else defaults."""
+    each extra fn takes its weight/on_error from a config entry of the same name, else defaults.
+    `data` (the run's DataConfig: prompt_field, system_prompt) tells reward models which row field
+    holds the raw prompt; None = "prompt", no system prompt."""
     if extra:
-        by_name = {s.name or reward_name(s.fn): s for s in specs}
+        by_name = {spec_name(s): s for s in specs}
         terms = []
         for name, fn in extra.items():
             s = by_name.get(name)
             kwargs = dict(s.kwargs) if s else {}
             weight, on_error = (s.weight, s.on_error) if s else (1.0, "zero")
-            terms.append(RewardTerm(name, fn, weight, on_error, kwargs, *_pool_settings(s, fn)))
+            pool = (0.0, 0) if _is_batched(fn) else _pool_settings(s, fn)
+            terms.append(RewardTerm(name, fn, weight, on_error, kwargs, *pool, batched=_is_batched(fn)))
         return terms
     terms = []
     for s in specs:
+        if getattr(s, "model", None):
+            terms.append(_model_term(s, data))
+            continue
         fn = resolve_reward(s.fn)
-        name = s.name or reward_name(s.fn)
-        terms.append(RewardTerm(name, fn, s.weight, s.on_error, dict(s.kwargs), *_pool_settings(s, fn)))
+        pool = (0.0, 0) if _is_batched(fn) else _pool_settings(s, fn)
+        terms.append(
+            RewardTerm(spec_name(s), fn, s.weight, s.on_error, dict(s.kwargs), *pool, batched=_is_batched(fn))
+        )
     return terms
+
+
+def _model_term(spec: Any, data: Any) -> RewardTerm:
+    """A batched term scoring with the reward model(s) of `spec.model` (loaded once, here)."""
+    from rlft.rewards.model import ModelReward
+
+    name = spec_name(spec)
+    fn = ModelReward(
+        spec.model,
+        name,
+        getattr(data, "prompt_field", "prompt"),
+        getattr(data, "system_prompt", None),
+        spec.batch_size,
+        spec.max_length,
+    )
+    return RewardTerm(name, fn, spec.weight, spec.on_error, {}, batched=True)
 
 
 def as_named(reward_fns: Any) -> dict[str, Callable] | None:
@@ -97,7 +136,8 @@ def score_completions(
     metrics: dict[str, float] = {}
     for term in terms:
         values, failures, first_error = [], 0, None
-        outcomes = _call_term(term, prompts, completions, examples)
+        outcomes, term_metrics = _call_term(term, prompts, completions, examples)
+        metrics.update(term_metrics)
         for outcome in outcomes:
             v = _checked(outcome.value) if outcome.error is None else None
             err = outcome.error or (
@@ -134,16 +174,41 @@ def _call_term(
     prompts: Sequence[str],
     completions: Sequence[str],
     examples: Sequence[Mapping[str, Any]],
-) -> list[CallOutcome]:
-    """Call the term's function on every completion: inline, or in a pool when it is slow."""
+) -> tuple[list[CallOutcome], dict[str, float]]:
+    """Call the term's function on every completion (inline, or in a pool when it is slow), or
+    once on the whole batch when it is batched. Returns one outcome per completion and the
+    term's own metrics (batched terms only)."""
     calls = list(zip(prompts, completions, examples, strict=True))
     kwargs = dict(term.kwargs or {})
+    if term.batched:
+        return _call_batched(term, prompts, completions, examples, kwargs)
     if term.timeout_s > 0:
-        return call_all(term.fn, calls, kwargs, term.workers, term.timeout_s)
+        return call_all(term.fn, calls, kwargs, term.workers, term.timeout_s), {}
     outcomes = []
     for args in calls:
         try:
             outcomes.append(CallOutcome(value=term.fn(*args, **kwargs)))
         except Exception as e:  # a user reward may raise anything
             outcomes.append(CallOutcome(error=f"raised {type(e).__name__}: {e}"))
-    return outcomes
+    return outcomes, {}
+
+
+def _call_batched(
+    term: RewardTerm,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    examples: Sequence[Mapping[str, Any]],
+    kwargs: Mapping[str, Any],
+) -> tuple[list[CallOutcome], dict[str, float]]:
+    """One call on the whole batch; a raise or a wrong-length result fails every completion."""
+    n = len(completions)
+    if n == 0:
+        return [], {}
+    try:
+        values, term_metrics = term.fn(list(prompts), list(completions), list(examples), **kwargs)
+        values = list(values)
+    except Exception as e:  # a reward model may run out of memory, a row may lack the prompt, ...
+        return [CallOutcome(error=f"raised {type(e).__name__}: {e}")] * n, {}
+    if len(values) != n:
+        return [CallOutcome(error=f"returned {len(values)} values for {n} completions")] * n, {}
+    return [CallOutcome(value=v) for v in values], dict(term_metrics)

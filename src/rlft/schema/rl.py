@@ -80,6 +80,13 @@ class RewardSpec:
     kwargs: dict[str, Any] = field({}, "keyword arguments passed to the function")
     timeout_s: float = field(0.0, "per-call timeout in seconds; > 0 runs the reward in a thread pool")
     workers: int = field(0, "threads of that pool (0 = one per CPU)")
+    model: list[str] = field(
+        [],
+        "reward model dir(s): a trained `rlft rm` output (final/); several = an ensemble scored by "
+        "their mean (set: fn is ignored, name defaults to rm)",
+    )
+    batch_size: int = field(16, "reward model: (prompt, completion) pairs per forward pass")
+    max_length: int = field(1024, "reward model: longest prompt + completion in tokens (keeps the end)")
 
 
 @dataclass(frozen=True)
