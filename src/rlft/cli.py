@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rlft.config import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
+from rlft.label.cli import add_label_parser, cmd_label
 
 CONFIG_KINDS = {
     "rl": ("rlft.schema.rl", "RLConfig"),
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", dest="json_out", help="write the summary as JSON here")
     e.add_argument("--rows-out", help="write per-row results (JSONL) here")
     _sandbox_parser(sub)
+    add_label_parser(sub)
     return parser
 
 
@@ -248,6 +250,7 @@ COMMANDS = {
     "check-config": cmd_check_config,
     "eval": cmd_eval,
     "sandbox": cmd_sandbox,
+    "label": cmd_label,
 }
 RM_SUBCOMMANDS = ("train", "score", "-h", "--help")
 
