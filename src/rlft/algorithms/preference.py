@@ -54,7 +54,8 @@ def plackett_luce_nll(scores: Tensor, levels: Sequence[int]) -> Tensor:
 
 def centering_penalty(scores: Tensor, group_ids: Tensor) -> Tensor:
     """Mean over prompts of (mean score of the prompt's responses)^2: keeps rewards centred at 0
-    per prompt (Eisenstein et al. 2023, 'Helping or Herding?', sec. 3, (r+ + r-)^2 for K=2)."""
+    per prompt (Eisenstein et al. 2023, 'Helping or Herding?', sec. 3: (r+ + r-)^2 for K=2, which
+    is 4x this term, so their eta is centering_coef / 4)."""
     _, inverse = torch.unique(group_ids, return_inverse=True)
     n = int(inverse.max()) + 1
     zeros = scores.new_zeros(n)

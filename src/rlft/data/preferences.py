@@ -12,6 +12,7 @@ Accepted rows (JSONL, Parquet or a `datasets` dir, via `read_rows`):
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +55,18 @@ def ranking_levels(ranking: Sequence[Any], k: int, where: str = "?") -> tuple[in
     return tuple(levels[i] for i in range(k))
 
 
-def _apply_ties(ranking: list[Any], ties: Sequence[Sequence[int]]) -> list[Any]:
+def _apply_ties(ranking: list[Any], ties: Any, where: str) -> list[Any]:
     """Flat ranking + tie groups -> nested ranking (each group placed where its best member is)."""
+    groups_ok = isinstance(ties, list) and all(
+        isinstance(g, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in g) for g in ties
+    )
+    if not groups_ok:
+        raise DataError(f"{where}: field 'ties' must be a list of lists of response indices, e.g. [[0, 3]]")
+    if any(isinstance(i, (list, tuple)) for i in ranking):
+        raise DataError(f"{where}: give ties either as nested lists in 'ranking' or in 'ties', not both")
+    if len(set(ranking)) != len(ranking):
+        dup = next(i for i in ranking if ranking.count(i) > 1)
+        raise DataError(f"{where}: field 'ranking': response {dup} appears twice")
     group_of = {i: tuple(g) for g in ties for i in g}
     out, seen = [], set()
     for idx in ranking:
@@ -77,7 +88,7 @@ def parse_preference_row(row: Mapping[str, Any], prompt_field: str = "prompt") -
             if not isinstance(row.get(key), str):
                 raise DataError(f"{where}: field '{key}' must be a string")
         margin = row.get("margin", 0.0)
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not math.isfinite(margin):
             raise DataError(f"{where}: field 'margin' must be a number, got {margin!r}")
         return Ranked(
             row[prompt_field], (row["chosen"], row["rejected"]), (0, 1), float(margin), where, extra
@@ -91,8 +102,8 @@ def parse_preference_row(row: Mapping[str, Any], prompt_field: str = "prompt") -
     ranking = row.get("ranking")
     if not isinstance(ranking, list):
         raise DataError(f"{where}: field 'ranking' must be a list of response indices, best first")
-    if row.get("ties"):
-        ranking = _apply_ties(ranking, row["ties"])
+    if "ties" in row and row["ties"] is not None:
+        ranking = _apply_ties(ranking, row["ties"], where)
     levels = ranking_levels(ranking, len(responses), where)
     return Ranked(row[prompt_field], tuple(responses), levels, 0.0, where, extra)
 

@@ -22,9 +22,9 @@ from rlft.loops.preference_run import (
     encode_rankings,
     load_split,
     microbatches,
-    run_preference_loop,
 )
 from rlft.loops.rl_setup import seed_everything
+from rlft.loops.supervised import run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
@@ -44,8 +44,8 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
     train_rows, held_rows = load_split(cfg.data)
     mb = cfg.train.microbatch_size
-    train = with_reference(model, tok, _with_pairs(encode_rankings(tok, train_rows, cfg.data)), mb, cfg.dpo)
-    held = with_reference(model, tok, _with_pairs(encode_rankings(tok, held_rows, cfg.data)), mb, cfg.dpo)
+    train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo)
+    held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo)
     log.info("dpo: %d training rankings, %d held-out", len(train), len(held))
 
     def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:
@@ -68,11 +68,9 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         model.train()
         return {k.replace("/", "_"): v / len(rankings) for k, v in sums.items()}
 
-    return run_preference_loop(cfg, model, tok, train, held, backward, evaluate, desc=cfg.dpo.loss)
-
-
-def _with_pairs(rankings: list[EncodedRanking]) -> list[EncodedRanking]:
-    return [r for r in rankings if ranked_pairs(r.ranked.levels)]
+    return run_supervised_loop(
+        cfg, model, tok, train, held, backward, evaluate, cfg.dpo.loss, cfg.train.rankings_per_step
+    )
 
 
 def sequence_logprobs(model: Any, tok: Any, chunk: Sequence[EncodedRanking], normalize: bool) -> torch.Tensor:

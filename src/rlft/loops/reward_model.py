@@ -24,9 +24,9 @@ from rlft.loops.preference_run import (
     encode_rankings,
     load_split,
     microbatches,
-    run_preference_loop,
 )
 from rlft.loops.rl_setup import seed_everything
+from rlft.loops.supervised import run_supervised_loop
 from rlft.models import load_tokenizer, resolve_model_path
 from rlft.reward_models import load_reward_model, right_pad, score_texts, sequence_scores
 from rlft.schema.preference import RewardLossConfig, RMConfig
@@ -43,11 +43,8 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     train_rows, held_rows = load_split(cfg.data)
-    train = [r for r in encode_rankings(tok, train_rows, cfg.data) if ranked_pairs(r.ranked.levels)]
-    held = [r for r in encode_rankings(tok, held_rows, cfg.data) if ranked_pairs(r.ranked.levels)]
-    dropped = len(train_rows) + len(held_rows) - len(train) - len(held)
-    if dropped:
-        log.warning("%d rankings have every response tied (no pair to learn from); skipped", dropped)
+    train = encode_rankings(tok, train_rows, cfg.data)
+    held = encode_rankings(tok, held_rows, cfg.data)
     log.info("reward model: %d training rankings, %d held-out", len(train), len(held))
 
     def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:
@@ -67,7 +64,9 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
     def evaluate(rankings: list[EncodedRanking]) -> dict[str, float]:
         return heldout_metrics(model, tok, rankings, cfg.train.microbatch_size)
 
-    return run_preference_loop(cfg, model, tok, train, held, backward, evaluate, desc="rm")
+    return run_supervised_loop(
+        cfg, model, tok, train, held, backward, evaluate, "rm", cfg.train.rankings_per_step
+    )
 
 
 def chunk_scores(model: Any, tok: Any, chunk: Sequence[EncodedRanking]) -> torch.Tensor:
@@ -92,10 +91,12 @@ def ranking_loss(
         better, worse, weight = pair_tensors(levels, pairs)
         margins = None
         if cfg.use_margin:
-            margins = torch.tensor([r.ranked.margin for r, p in zip(chunk, pairs, strict=True) for _ in p])
+            margins = torch.tensor(
+                [r.ranked.margin for r, p in zip(chunk, pairs, strict=True) for _ in p], device=scores.device
+            )
         loss = (weight.to(scores.device) * bradley_terry_nll(scores, better, worse, margins)).sum()
     if cfg.centering_coef > 0:
-        group_ids = torch.tensor([i for i, lv in enumerate(levels) for _ in lv])
+        group_ids = torch.tensor([i for i, lv in enumerate(levels) for _ in lv], device=scores.device)
         loss = loss + cfg.centering_coef * centering_penalty(scores, group_ids) * len(chunk)
     return loss
 

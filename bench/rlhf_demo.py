@@ -1,0 +1,195 @@
+"""RLHF end to end on the real model, with simulated annotators.
+
+1. candidates: SmolLM2-135M-Instruct samples K responses for N arithmetic prompts;
+2. rankings: simulated annotators order them by the gold rule (bench/rlhf_gold.py: right answer,
+   then concise) plus Gumbel noise, written in `rlft label export`'s K-way format;
+3. rm: `rlft rm` (configs/rlhf_rm.yaml) learns the rankings; held-out pair accuracy is reported;
+4. rl: `rlft rl` (configs/rlhf_grpo.yaml): GRPO with the RM as the reward, gold logged alongside
+   with weight 0; the two curves go to docs/rlhf_curves.png.
+Each stage is skipped when its output exists (rerun after a crash continues).
+
+    .venv/bin/python bench/rlhf_demo.py [--prompts 320] [--k 4] [--out runs/rlhf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from rlhf_gold import gold_score  # noqa: E402
+
+
+def make_candidates(n: int, k: int, out: Path, max_new_tokens: int, seed: int) -> None:
+    from rlft.data.arithmetic import train_rows
+    from rlft.data.prompts import chat_text
+    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlft.rollout.base import SamplingParams, make_generator
+    from rlft.schema.common import ArithmeticConfig
+
+    cfg = ArithmeticConfig(ops=["+", "*"], heldout_fraction=0.3, heldout_size=200)
+    stream = train_rows(cfg, seed)
+    rows = [next(stream) for _ in range(n)]
+    path = resolve_model_path("smollm2-135m-instruct")
+    tok, model = load_tokenizer(path), load_causal_lm(path).eval()
+    torch.manual_seed(seed)
+    ids = tok([chat_text(tok, r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
+    gen = make_generator("hf", model, tok, batch_size=64)
+    t = time.perf_counter()
+    out_ids = gen.generate(
+        ids, SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0), k
+    ).response_ids
+    texts = tok.batch_decode(out_ids, skip_special_tokens=True)
+    print(f"[candidates] {n} x {k} responses in {time.perf_counter() - t:.0f}s")
+    with open(out, "w") as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({**row, "id": f"p{i}", "responses": texts[i * k : (i + 1) * k]}) + "\n")
+
+
+def simulated_ranking(row: dict, rng: random.Random, noise: float) -> list[int]:
+    """Order by gold utility plus Gumbel(0, noise) per response: Plackett-Luce-distributed
+    rankings whose errors concentrate on near-equal responses."""
+    noisy = [
+        gold_score(row["prompt"], r, row) - noise * math.log(-math.log(rng.random() or 1e-12))
+        for r in row["responses"]
+    ]
+    return sorted(range(len(noisy)), key=lambda i: -noisy[i])
+
+
+def make_rankings(candidates: Path, out: Path, noise: float, seed: int) -> None:
+    rng = random.Random(seed)
+    annotators = ["ann_a", "ann_b", "ann_c"]
+    rows = [json.loads(line) for line in candidates.read_text().splitlines()]
+    with open(out, "w") as f:
+        for row in rows:
+            ranked = {
+                **row,
+                "ranking": simulated_ranking(row, rng, noise),
+                "annotator": rng.choice(annotators),
+            }
+            f.write(json.dumps(ranked) + "\n")
+    golds = [gold_score(r["prompt"], x, r) for r in rows for x in r["responses"]]
+    right = [gold_score(r["prompt"], x, r) >= 1 for r in rows for x in r["responses"]]
+    print(
+        f"[rankings] {len(rows)} rankings; candidates right {sum(right) / len(right):.1%}, "
+        f"mean gold {sum(golds) / len(golds):.3f}"
+    )
+
+
+def grpo_config(out: Path) -> Path:
+    """configs/rlhf_grpo.yaml with the reward model of this run."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs" / "rlhf_grpo.yaml").read_text())
+    cfg["rewards"][0]["model"] = [str(out / "rm" / "final")]
+    path = out / "grpo.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run(cmd: list[str]) -> None:
+    print("[run]", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def plot_curves(metrics: Path, out_png: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    rm, gold = [r["reward/rm"] for r in rows], [r["reward/gold"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(steps, rm, color="tab:blue")
+    ax[0].set(title="reward-model score (optimised)", xlabel="GRPO step")
+    ax[1].plot(steps, gold, color="tab:green")
+    ax[1].set(title="gold rule (annotators' preference)", xlabel="GRPO step")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+    def window(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    w = max(1, len(rows) // 5)
+    return {
+        "rm_first": window(rm[:w]),
+        "rm_last": window(rm[-w:]),
+        "gold_first": window(gold[:w]),
+        "gold_last": window(gold[-w:]),
+        "len_first": window([r["rollout/response_len"] for r in rows[:w]]),
+        "len_last": window([r["rollout/response_len"] for r in rows[-w:]]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=320)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--noise", type=float, default=0.1, help="Gumbel scale of the annotators' noise")
+    ap.add_argument("--out", default="runs/rlhf")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rl-steps", type=int, default=0, help="override train.steps of the GRPO stage")
+    args = ap.parse_args()
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rlft = str(REPO / ".venv" / "bin" / "rlft")
+    candidates, rankings = out / "candidates.jsonl", out / "rankings.jsonl"
+    if not candidates.exists():
+        make_candidates(args.prompts, args.k, candidates, args.max_new_tokens, args.seed)
+    if not rankings.exists():
+        make_rankings(candidates, rankings, args.noise, args.seed)
+    if not (out / "rm" / "final").exists():
+        run(
+            [
+                rlft,
+                "rm",
+                "--config",
+                "configs/rlhf_rm.yaml",
+                f"data.path={rankings}",
+                f"output_dir={out / 'rm'}",
+                "resume=true",
+            ]
+        )
+    rm_summary = json.loads((out / "rm" / "summary.json").read_text())
+    if not (out / "grpo" / "final").exists():
+        extra = [f"train.steps={args.rl_steps}"] if args.rl_steps else []
+        run(
+            [
+                rlft,
+                "rl",
+                "--config",
+                str(grpo_config(out)),
+                f"output_dir={out / 'grpo'}",
+                "resume=true",
+                *extra,
+            ]
+        )
+    curves = plot_curves(out / "grpo" / "metrics.jsonl", REPO / "docs" / "rlhf_curves.png")
+    report = {"rm_heldout": rm_summary["heldout"], "grpo": curves}
+    hacking = curves["rm_last"] > curves["rm_first"] and curves["gold_last"] <= curves["gold_first"]
+    report["verdict"] = (
+        "reward hacking: the RM score rose but the gold score did not"
+        if hacking
+        else "the RM score and the gold score rose together"
+        if curves["gold_last"] > curves["gold_first"]
+        else "the RM score did not rise"
+    )
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
