@@ -16,6 +16,7 @@ from rlft.label.cli import add_label_parser, cmd_label
 
 CONFIG_KINDS = {
     "rl": ("rlft.schema.rl", "RLConfig"),
+    "sft": ("rlft.schema.sft", "SFTConfig"),
     "rm": ("rlft.schema.preference", "RMConfig"),
     "dpo": ("rlft.schema.preference", "DPOConfig"),
 }
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
+    _training_parser(sub, "sft", "supervised fine-tuning on chat or prompt/completion rows")
     _rm_parser(sub)
     _training_parser(sub, "dpo", "offline preference optimisation (DPO / IPO) on preference data")
     c = sub.add_parser("check-config", help="print the resolved config and batch arithmetic")
@@ -158,6 +160,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from rlft.loops.sft import train_sft
+
+    _print_run_end(train_sft(_train_config(args, "sft")), "sft")
+    return 0
+
+
 def cmd_dpo(args: argparse.Namespace) -> int:
     from rlft.loops.dpo import train_dpo
 
@@ -245,6 +254,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "rl": cmd_rl,
+    "sft": cmd_sft,
     "rm": cmd_rm,
     "dpo": cmd_dpo,
     "check-config": cmd_check_config,

@@ -83,8 +83,18 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(prefix + str(key), list(fields), prefix))
+        default = fields[key].default
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            value = _deep_merge(to_dict(default), value)  # absent keys keep the field's own default
         kwargs[key] = _coerce(hints[key], value, prefix + key)
     return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, Mapping) else v
+    return out
 
 
 def _unknown_key_message(full_key: str, valid: list[str], prefix: str) -> str:
@@ -169,13 +179,17 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def field_docs(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted key, default, doc) for every leaf field, for help output."""
+def field_docs(cls: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every leaf field, for help output. A nested section shows
+    its field's own default values (e.g. DPO's lower learning rate), not its class defaults."""
     rows = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(cls, type):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        else:
+            default = getattr(cls, f.name)
         if dataclasses.is_dataclass(default):
-            rows.extend(field_docs(type(default), f"{prefix}{f.name}."))
+            rows.extend(field_docs(default, f"{prefix}{f.name}."))
         else:
             rows.append((prefix + f.name, default, f.metadata.get("doc", "")))
     return rows

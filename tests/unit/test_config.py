@@ -170,3 +170,15 @@ def test_a_string_for_a_list_of_strings_becomes_a_one_item_list():
     # only lists of strings: a list of records still needs a list
     with pytest.raises(ConfigError, match="'rewards' must be a list"):
         build(RLConfig, {"rewards": "numeric_answer"})
+
+
+def test_partial_nested_section_keeps_the_fields_own_defaults():
+    # DPOConfig.train defaults to optim lr 5e-7 (not OptimConfig's class default 1e-5); overriding
+    # only warmup_steps must keep that lr
+    from rlft.config import field_docs, load_config
+    from rlft.schema.preference import DPOConfig
+
+    cfg = load_config(DPOConfig, None, ["train.optim.warmup_steps=1"])
+    assert (cfg.train.optim.lr, cfg.train.optim.warmup_steps) == (5e-7, 1)
+    docs = {key: default for key, default, _ in field_docs(DPOConfig)}
+    assert docs["train.optim.lr"] == 5e-7

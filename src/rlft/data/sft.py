@@ -1,0 +1,258 @@
+"""Supervised data: chat or prompt/completion rows -> token ids with an assistant-only loss mask,
+and their layout as right-padded or packed batches.
+
+Accepted rows (JSONL, Parquet or a `datasets` dir, via `read_rows`):
+- chat: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...]}``
+- ``{"prompt": str or chat messages, "completion": str}`` = the prompt's messages + one assistant turn
+
+The mask is found by rendering the conversation prefix by prefix through the chat template, so it
+needs no `{% generation %}` support: assistant turn i owns the tokens between
+render(messages[:i], add_generation_prompt=True) and render(messages[:i+1]), less the separator
+whitespace after its end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jinja2 import TemplateError
+
+from rlft.data.preferences import prompt_key
+from rlft.data.prompts import to_messages
+from rlft.data.rows import DataError, read_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: list[dict[str, Any]]
+    source: str = "?"  # file:line
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    ids: tuple[int, ...]  # the whole conversation's token ids
+    loss_mask: tuple[bool, ...]  # True = an assistant token (a training target); never the first
+    source: str = "?"
+
+    @property
+    def n_targets(self) -> int:
+        return sum(self.loss_mask)
+
+
+@dataclass(frozen=True)
+class SFTBatch:
+    input_ids: torch.Tensor  # [B, L] long, right-padded
+    attention_mask: torch.Tensor  # [B, L] long 1 = token; packed: [B, 1, L, L] float 0 / -inf
+    position_ids: torch.Tensor  # [B, L] long, restarting at 0 for each example
+    loss_mask: torch.Tensor  # [B, L] bool: True where the token is an assistant target
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+def row_conversation(row: Mapping[str, Any], cfg: Any) -> Conversation:
+    """A row's messages (system_prompt prepended when it has no system message); errors name
+    file:line and field."""
+    where = row.get("_source", "?")
+    if cfg.messages_field in row:
+        field, msgs = cfg.messages_field, row[cfg.messages_field]
+        if not isinstance(msgs, list) or not msgs:
+            raise DataError(f"{where}: field '{field}' must be a non-empty list of chat messages")
+    elif cfg.prompt_field in row:
+        field = cfg.completion_field
+        completion = row.get(field)
+        if not isinstance(completion, str):
+            raise DataError(f"{where}: field '{field}' must be a string, got {type(completion).__name__}")
+        try:
+            msgs = to_messages(row[cfg.prompt_field], None)
+        except DataError as e:
+            raise DataError(f"{where}: field '{cfg.prompt_field}': {e}") from None
+        msgs = msgs + [{"role": "assistant", "content": completion}]
+    else:
+        raise DataError(
+            f"{where}: missing field '{cfg.messages_field}' "
+            f"(or '{cfg.prompt_field}' and '{cfg.completion_field}')"
+        )
+    for i, m in enumerate(msgs):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise DataError(f"{where}: field '{field}': message {i} needs a string 'role'")
+        if not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: field '{field}': message {i} needs a string 'content'")
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise DataError(f"{where}: field '{field}': no assistant message to learn from")
+    msgs = [dict(m) for m in msgs]
+    if cfg.system_prompt and msgs[0]["role"] != "system":
+        msgs = [{"role": "system", "content": cfg.system_prompt}, *msgs]
+    return Conversation(msgs, where)
+
+
+def read_conversations(path: str, cfg: Any) -> list[Conversation]:
+    rows = read_rows(path, cfg.split)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return [row_conversation(r, cfg) for r in rows]
+
+
+def load_conversations(cfg: Any) -> tuple[list[Conversation], list[Conversation]]:
+    """Training and held-out conversations: a separate file, or a split of `path` by a hash of
+    each conversation's prompt (the messages before its first assistant turn)."""
+    if not cfg.path:
+        raise DataError("data.path is empty: give a JSONL of chat `messages` or prompt/completion rows")
+    convs = read_conversations(cfg.path, cfg)
+    if cfg.heldout_path:
+        return convs, read_conversations(cfg.heldout_path, cfg)
+    train, held = [], []
+    for c in convs:
+        first = next(i for i, m in enumerate(c.messages) if m["role"] == "assistant")
+        u = int(prompt_key(c.messages[:first])[:8], 16) / 0xFFFFFFFF
+        (held if u < cfg.heldout_fraction else train).append(c)
+    if not train:
+        raise DataError(f"{cfg.path}: every row fell into the held-out split; lower heldout_fraction")
+    return train, held
+
+
+def _ids(tok: Any, messages: Sequence[Mapping[str, Any]], generation_prompt: bool = False) -> list[int]:
+    text = tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def assistant_mask(tok: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[bool]]:
+    """Token ids of the conversation and a mask that is True on exactly the assistant turns'
+    tokens: their content and end-of-turn token, not the role header or the separator after it."""
+    full = _ids(tok, messages)
+    mask = [False] * len(full)
+    special = set(tok.all_special_ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = _common_prefix(_ids(tok, messages[:i], generation_prompt=True), full)
+        end = _common_prefix(_ids(tok, messages[: i + 1]), full)
+        while end > start and full[end - 1] not in special and not tok.decode([full[end - 1]]).strip():
+            end -= 1  # "\n" after <|im_end|>: the model stops at the end-of-turn token
+        mask[start:end] = [True] * (end - start)
+    if mask:
+        mask[0] = False  # nothing predicts the first token
+    return full, mask
+
+
+def encode_conversations(
+    tok: Any, convs: Sequence[Conversation], max_length: int, overlong: str
+) -> tuple[list[SFTExample], dict[str, int]]:
+    """Examples and counts: over-long ones truncated (first max_length tokens kept), skipped or an
+    error; examples left with no assistant token are dropped (counted as no_targets)."""
+    examples, counts, too_long = [], {"truncated": 0, "skipped": 0, "no_targets": 0}, []
+    for c in convs:
+        try:
+            ids, mask = assistant_mask(tok, c.messages)
+        except (TemplateError, TypeError, ValueError) as e:
+            raise DataError(f"{c.source}: the chat template rejects this conversation: {e}") from None
+        if len(ids) > max_length:
+            too_long.append(f"{c.source} ({len(ids)} tokens)")
+            if overlong == "skip":
+                counts["skipped"] += 1
+                continue
+            counts["truncated"] += 1
+            ids, mask = ids[:max_length], mask[:max_length]
+        if not any(mask):
+            counts["no_targets"] += 1
+            continue
+        examples.append(SFTExample(tuple(ids), tuple(mask), c.source))
+    if too_long and overlong == "error":
+        raise DataError(
+            f"{len(too_long)} example(s) longer than data.max_length={max_length}: "
+            + ", ".join(too_long[:5])
+            + " (set data.overlong=truncate or skip)"
+        )
+    if too_long:
+        log.warning("%d example(s) over %d tokens: %s", len(too_long), max_length, counts)
+    return examples, counts
+
+
+def pack(examples: Sequence[SFTExample], max_length: int) -> list[list[SFTExample]]:
+    """First fit: each example goes into the first row with room left (rows of <= max_length
+    tokens; a longer example is a row of its own)."""
+    rows: list[list[SFTExample]] = []
+    room: list[int] = []
+    for ex in examples:
+        n = len(ex.ids)
+        i = next((i for i, r in enumerate(room) if n <= r), None)
+        if i is None:
+            rows.append([ex])
+            room.append(max_length - n)
+        else:
+            rows[i].append(ex)
+            room[i] -= n
+    return rows
+
+
+def padded_batch(examples: Sequence[SFTExample], pad_id: int) -> SFTBatch:
+    """One example per row, right-padded, with a 2D attention mask."""
+    width = max(len(ex.ids) for ex in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    loss = torch.zeros((len(examples), width), dtype=torch.bool)
+    for b, ex in enumerate(examples):
+        n = len(ex.ids)
+        ids[b, :n] = torch.tensor(ex.ids)
+        attn[b, :n] = 1
+        loss[b, :n] = torch.tensor(ex.loss_mask)
+    positions = torch.arange(width).expand(len(examples), width).clone()
+    return SFTBatch(ids, attn, positions, loss)
+
+
+def block_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """[B, 1, L, L] float mask from segment ids [B, L]: 0 where query q may attend key k (same
+    segment and k <= q), -inf elsewhere."""
+    length = segment_ids.shape[1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = same & causal
+    return torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, None]
+
+
+def packed_batch(rows: Sequence[Sequence[SFTExample]], pad_id: int) -> SFTBatch:
+    """Examples laid end to end in each row; positions restart at 0 per example and the 4D mask
+    is block-diagonal causal, so no token attends across examples (each pad token attends only
+    to itself, so no query row is all -inf)."""
+    width = max(sum(len(ex.ids) for ex in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.zeros((len(rows), width), dtype=torch.long)
+    loss = torch.zeros((len(rows), width), dtype=torch.bool)
+    for b, row in enumerate(rows):
+        offset = 0
+        for k, ex in enumerate(row):
+            span = slice(offset, offset + len(ex.ids))
+            ids[b, span] = torch.tensor(ex.ids)
+            positions[b, span] = torch.arange(len(ex.ids))
+            segments[b, span] = k
+            loss[b, span] = torch.tensor(ex.loss_mask)
+            offset += len(ex.ids)
+        segments[b, offset:] = torch.arange(len(row), len(row) + width - offset)
+    return SFTBatch(ids, block_causal_mask(segments), positions, loss)
+
+
+def sft_batches(
+    examples: Sequence[SFTExample], pad_id: int, microbatch_size: int, packing: bool, max_length: int
+) -> list[SFTBatch]:
+    """The forward passes for `examples`: microbatch_size padded examples each, or (packing)
+    microbatch_size packed rows each."""
+    mb = microbatch_size
+    if packing:
+        rows = pack(examples, max_length)
+        return [packed_batch(rows[i : i + mb], pad_id) for i in range(0, len(rows), mb)]
+    return [padded_batch(examples[i : i + mb], pad_id) for i in range(0, len(examples), mb)]
