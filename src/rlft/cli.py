@@ -17,6 +17,7 @@ from rlft.label.cli import add_label_parser, cmd_label
 CONFIG_KINDS = {
     "rl": ("rlft.schema.rl", "RLConfig"),
     "sft": ("rlft.schema.sft", "SFTConfig"),
+    "distill": ("rlft.schema.distill", "DistillConfig"),
     "rm": ("rlft.schema.preference", "RMConfig"),
     "dpo": ("rlft.schema.preference", "DPOConfig"),
 }
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _training_parser(sub, "sft", "supervised fine-tuning on chat or prompt/completion rows")
     _rm_parser(sub)
     _training_parser(sub, "dpo", "offline preference optimisation (DPO / IPO) on preference data")
+    _training_parser(sub, "distill", "distillation: teacher traces -> SFT, offline or on-policy logit KD")
     c = sub.add_parser("check-config", help="print the resolved config and batch arithmetic")
     c.add_argument("--config")
     c.add_argument("--kind", default="rl", choices=sorted(CONFIG_KINDS))
@@ -167,6 +169,25 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from rlft.loops.distill_data import run_distill
+
+    result = run_distill(_train_config(args, "distill"))
+    if "traces" in result:
+        t = result["traces"]
+        print(
+            f"[rlft] traces: kept {t['kept']} of {t['samples']} samples ({t['kept_fraction']:.1%}); "
+            f"{t['prompts_with_kept']} of {t['prompts']} prompts have one -> {result['traces_path']}"
+        )
+        if not result["steps"] and not result.get("stopped"):
+            return 0
+    before, after = result.get("heldout_before"), result.get("heldout")
+    if before and after and "forward_kl" in after:
+        print(f"[rlft] held-out forward KL: {before['forward_kl']:.4f} -> {after['forward_kl']:.4f}")
+    _print_run_end(result, "distill")
+    return 0
+
+
 def cmd_dpo(args: argparse.Namespace) -> int:
     from rlft.loops.dpo import train_dpo
 
@@ -255,6 +276,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 COMMANDS = {
     "rl": cmd_rl,
     "sft": cmd_sft,
+    "distill": cmd_distill,
     "rm": cmd_rm,
     "dpo": cmd_dpo,
     "check-config": cmd_check_config,
