@@ -2,7 +2,8 @@
 
 1. candidates: SmolLM2-135M-Instruct samples K responses for N arithmetic prompts;
 2. rankings: simulated annotators order them by the gold rule (bench/rlhf_gold.py: right answer,
-   then concise) plus Gumbel noise, written in `rlft label export`'s K-way format;
+   then concise), perceiving word counts with noise, equal worth tied; written in
+   `rlft label export`'s K-way format;
 3. rm: `rlft rm` (configs/rlhf_rm.yaml) learns the rankings; held-out pair accuracy is reported;
 4. rl: `rlft rl` (configs/rlhf_grpo.yaml): GRPO with the RM as the reward, gold logged alongside
    with weight 0; the two curves go to docs/rlhf_curves.png.
@@ -27,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from rlhf_gold import gold_score  # noqa: E402
+from rlhf_gold import gold_score, gold_utility  # noqa: E402
 
 
 def make_candidates(n: int, k: int, out: Path, max_new_tokens: int, seed: int) -> None:
@@ -56,14 +57,18 @@ def make_candidates(n: int, k: int, out: Path, max_new_tokens: int, seed: int) -
             f.write(json.dumps({**row, "id": f"p{i}", "responses": texts[i * k : (i + 1) * k]}) + "\n")
 
 
-def simulated_ranking(row: dict, rng: random.Random, noise: float) -> list[int]:
-    """Order by gold utility plus Gumbel(0, noise) per response: Plackett-Luce-distributed
-    rankings whose errors concentrate on near-equal responses."""
-    noisy = [
-        gold_score(row["prompt"], r, row) - noise * math.log(-math.log(rng.random() or 1e-12))
+def simulated_ranking(row: dict, rng: random.Random, noise: float) -> list:
+    """Best-first ranking with ties: each response's worth under the gold rule, with its word count
+    perceived with multiplicative log-normal noise (sigma = noise); equal worth = a tie."""
+    worth = [
+        gold_utility(row["prompt"], r, row, len(r.split()) * math.exp(rng.gauss(0.0, noise)))
         for r in row["responses"]
     ]
-    return sorted(range(len(noisy)), key=lambda i: -noisy[i])
+    ranking = []
+    for value in sorted(set(worth), reverse=True):
+        group = [i for i, w in enumerate(worth) if w == value]
+        ranking.append(group if len(group) > 1 else group[0])
+    return ranking
 
 
 def make_rankings(candidates: Path, out: Path, noise: float, seed: int) -> None:
@@ -138,7 +143,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=320)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=40)
-    ap.add_argument("--noise", type=float, default=0.1, help="Gumbel scale of the annotators' noise")
+    ap.add_argument("--noise", type=float, default=0.1, help="log-normal sigma of perceived word counts")
     ap.add_argument("--out", default="runs/rlhf")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rl-steps", type=int, default=0, help="override train.steps of the GRPO stage")

@@ -1,0 +1,103 @@
+"""Distil an RL-trained SmolLM2-135M teacher into a student with half its layers, on this CPU.
+
+Stages (each skipped when its output exists, so a rerun continues):
+1. eval the base model and the teacher on the held-out arithmetic set (greedy, fresh process);
+2. traces: the teacher samples N answers per training prompt, `numeric_answer` keeps right ones,
+   and the student (every other layer of the teacher, 16 of 30) is fine-tuned on them (SFT);
+3. logit distillation of a fresh half-depth student on the same traces (forward KL to the
+   teacher's full next-token distributions);
+4. eval the student before training and after each recipe; report the fraction of the teacher's
+   gain over the base model that each student keeps.
+
+    .venv/bin/python bench/distill_demo.py --teacher runs/demo/final [--out runs/distill_demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RLFT = str(REPO / ".venv" / "bin" / "rlft")
+
+
+def run(cmd: list[str], log: Path) -> float:
+    print("[run]", " ".join(cmd), flush=True)
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    return time.perf_counter() - t
+
+
+def evaluate(model: str, heldout: Path, out: Path, seconds: dict[str, float], tag: str) -> float:
+    if not out.exists():
+        cmd = [
+            RLFT,
+            "eval",
+            "--model",
+            model,
+            "--data",
+            str(heldout),
+            "--max-new-tokens",
+            "64",
+            "--json",
+            str(out),
+        ]
+        seconds[f"eval_{tag}"] = run(cmd, out.with_suffix(".log"))
+    return json.loads(out.read_text())["accuracy"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teacher", default="runs/demo/final", help="RL-trained teacher (HF dir)")
+    ap.add_argument("--heldout", default="", help="held-out JSONL (default: <teacher>/../heldout.jsonl)")
+    ap.add_argument("--out", default="runs/distill_demo")
+    ap.add_argument("--prompts", type=int, default=400, help="training prompts the teacher answers")
+    ap.add_argument("--steps", type=int, default=80, help="optimizer steps of each student recipe")
+    args = ap.parse_args()
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = str((REPO / args.teacher).resolve())
+    heldout = Path(args.heldout) if args.heldout else Path(teacher).parent / "heldout.jsonl"
+    seconds: dict[str, float] = {}
+    acc = {
+        "base": evaluate("smollm2-135m-instruct", heldout, out / "eval_base.json", seconds, "base"),
+        "teacher": evaluate(teacher, heldout, out / "eval_teacher.json", seconds, "teacher"),
+    }
+    common = [f"teacher={teacher}", "student_layers=every_other", f"train.steps={args.steps}", "resume=true"]
+    traces_dir, kd_dir = out / "traces_sft", out / "logit_kd"
+    if not (traces_dir / "final").exists():
+        seconds["traces_sft"] = run(
+            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=traces",
+             f"output_dir={traces_dir}", f"data.num_prompts={args.prompts}", *common],
+            out / "traces_sft.log",
+        )  # fmt: skip
+    if not (kd_dir / "final").exists():
+        seconds["logit_kd"] = run(
+            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=offline",
+             f"output_dir={kd_dir}", f"data.path={traces_dir / 'traces.jsonl'}", *common],
+            out / "logit_kd.log",
+        )  # fmt: skip
+    acc["student_before"] = evaluate(
+        str(traces_dir / "student-init"), heldout, out / "eval_student0.json", seconds, "s0"
+    )
+    acc["student_traces_sft"] = evaluate(
+        str(traces_dir / "final"), heldout, out / "eval_sft.json", seconds, "sft"
+    )
+    acc["student_logit_kd"] = evaluate(str(kd_dir / "final"), heldout, out / "eval_kd.json", seconds, "kd")
+    gain = acc["teacher"] - acc["base"]
+    kept = {
+        k: (acc[k] - acc["base"]) / gain if gain else float("nan")
+        for k in ("student_traces_sft", "student_logit_kd")
+    }
+    report = {"accuracy": acc, "gain_kept": kept, "seconds_this_invocation": seconds,
+              "traces": json.loads((traces_dir / "traces_stats.json").read_text())}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
