@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rm_parser(sub)
     _training_parser(sub, "dpo", "offline preference optimisation (DPO / IPO) on preference data")
     _training_parser(sub, "distill", "distillation: teacher traces -> SFT, offline or on-policy logit KD")
+    _training_parser(sub, "pipeline", "run stages (sft, rm, rl, distill, dpo, eval), each feeding the next")
     c = sub.add_parser("check-config", help="print the resolved config and batch arithmetic")
     c.add_argument("--config")
     c.add_argument("--kind", default="rl", choices=sorted(CONFIG_KINDS))
@@ -195,6 +196,19 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from rlft.loops.pipeline import StageFailed, run_pipeline
+    from rlft.schema.pipeline import load_pipeline_config
+
+    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+    try:
+        run_pipeline(load_pipeline_config(args.config, overrides))
+    except StageFailed as e:
+        print(f"rlft pipeline: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cls = _config_cls(args.kind)
     if args.docs:
@@ -277,6 +291,7 @@ COMMANDS = {
     "rl": cmd_rl,
     "sft": cmd_sft,
     "distill": cmd_distill,
+    "pipeline": cmd_pipeline,
     "rm": cmd_rm,
     "dpo": cmd_dpo,
     "check-config": cmd_check_config,
