@@ -10,24 +10,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlft.cli_training import (
+    CONFIG_KINDS,
+    cmd_distill,
+    cmd_dpo,
+    cmd_pipeline,
+    cmd_rl,
+    cmd_rm,
+    cmd_sft,
+    config_class,
+)
 from rlft.config import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
 from rlft.label.cli import add_label_parser, cmd_label
-
-CONFIG_KINDS = {
-    "rl": ("rlft.schema.rl", "RLConfig"),
-    "sft": ("rlft.schema.sft", "SFTConfig"),
-    "distill": ("rlft.schema.distill", "DistillConfig"),
-    "rm": ("rlft.schema.preference", "RMConfig"),
-    "dpo": ("rlft.schema.preference", "DPOConfig"),
-}
-
-
-def _config_cls(kind: str):
-    import importlib
-
-    module, name = CONFIG_KINDS[kind]
-    return getattr(importlib.import_module(module), name)
 
 
 def _training_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -97,120 +92,8 @@ def _sandbox_parser(sub) -> None:
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
-def cmd_rl(args: argparse.Namespace) -> int:
-    from rlft.loops.rl import train_rl
-    from rlft.schema.rl import RLConfig
-
-    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
-    cfg = load_config(RLConfig, args.config, overrides)
-    result = train_rl(cfg)
-    if result.get("stopped"):
-        print(
-            f"[rlft] stopped after step {result['steps']}; resume with: rlft rl "
-            f"{'--config ' + args.config + ' ' if args.config else ''}{' '.join(args.overrides)} --resume"
-        )
-        return 0
-    ev = result["eval"]
-    if "before" in ev and "after" in ev:
-        print(
-            f"[rlft] held-out greedy accuracy: base {ev['before']['accuracy']:.1%} -> "
-            f"trained {ev['after']['accuracy']:.1%} (n={ev['after']['n']})"
-        )
-    phases = ", ".join(f"{k} {v:.0f}s" for k, v in result["phase_seconds"].items())
-    print(f"[rlft] wall time per phase: {phases}")
-    print(f"[rlft] final model: {result['final_dir']}")
-    return 0
-
-
-def _train_config(args: argparse.Namespace, kind: str):
-    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
-    return load_config(_config_cls(kind), args.config, overrides)
-
-
-def _print_run_end(result: dict, command: str) -> None:
-    if result.get("stopped"):
-        print(f"[rlft] stopped after step {result['steps']}; resume with: rlft {command} ... --resume")
-        return
-    held = ", ".join(f"{k} {v:.4f}" for k, v in result.get("heldout", {}).items())
-    print(f"[rlft] held-out: {held or 'no held-out rows'}")
-    print(f"[rlft] final model: {result['final_dir']}")
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    if args.rm_command == "score":
-        from rlft.loops.reward_model import score_file
-
-        scores = score_file(
-            args.model,
-            args.data,
-            args.out,
-            args.prompt_field,
-            args.response_field,
-            args.batch_size,
-            args.max_length,
-        )
-        mean = sum(scores) / len(scores)
-        print(
-            f"[rlft] {len(scores)} responses scored, mean {mean:.4f}"
-            + (f"; wrote {args.out}" if args.out else "")
-        )
-        if not args.out:
-            print(json.dumps(scores))
-        return 0
-    from rlft.loops.reward_model import train_reward_model
-
-    _print_run_end(train_reward_model(_train_config(args, "rm")), "rm")
-    return 0
-
-
-def cmd_sft(args: argparse.Namespace) -> int:
-    from rlft.loops.sft import train_sft
-
-    _print_run_end(train_sft(_train_config(args, "sft")), "sft")
-    return 0
-
-
-def cmd_distill(args: argparse.Namespace) -> int:
-    from rlft.loops.distill_data import run_distill
-
-    result = run_distill(_train_config(args, "distill"))
-    if "traces" in result:
-        t = result["traces"]
-        print(
-            f"[rlft] traces: kept {t['kept']} of {t['samples']} samples ({t['kept_fraction']:.1%}); "
-            f"{t['prompts_with_kept']} of {t['prompts']} prompts have one -> {result['traces_path']}"
-        )
-        if not result["steps"] and not result.get("stopped"):
-            return 0
-    before, after = result.get("heldout_before"), result.get("heldout")
-    if before and after and "forward_kl" in after:
-        print(f"[rlft] held-out forward KL: {before['forward_kl']:.4f} -> {after['forward_kl']:.4f}")
-    _print_run_end(result, "distill")
-    return 0
-
-
-def cmd_dpo(args: argparse.Namespace) -> int:
-    from rlft.loops.dpo import train_dpo
-
-    _print_run_end(train_dpo(_train_config(args, "dpo")), "dpo")
-    return 0
-
-
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    from rlft.loops.pipeline import StageFailed, run_pipeline
-    from rlft.schema.pipeline import load_pipeline_config
-
-    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
-    try:
-        run_pipeline(load_pipeline_config(args.config, overrides))
-    except StageFailed as e:
-        print(f"rlft pipeline: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cls = _config_cls(args.kind)
+    cls = config_class(args.kind)
     if args.docs:
         for key, default, doc in field_docs(cls):
             print(f"{key} = {default!r}  # {doc}")
