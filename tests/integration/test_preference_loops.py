@@ -10,29 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from preference_support import mixed_rows, read_metrics, write_jsonl
 
 from rlft.config import build, merge_overrides
 from rlft.data.preferences import Ranked
 from rlft.schema.preference import DPOConfig, RMConfig
 
 BASE = ["log.progress=false", "log.tensorboard=false", "train.optim.warmup_steps=0"]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _mixed_rows() -> list[dict]:
-    """Pairwise rows (one with a margin) and K-way rankings, one with a tie group."""
-    return [
-        {"prompt": "Name a colour.", "chosen": "red", "rejected": "table", "margin": 0.5},
-        {"prompt": "2 + 2?", "chosen": "4", "rejected": "five"},
-        {"prompt": "Greet me.", "responses": ["hi", "go away", "hello!"], "ranking": [2, 0, 1]},
-        {"prompt": "Pick a number.", "responses": ["7", "x", "3", "?"], "ranking": [[0, 2], 3, 1]},
-        {"prompt": "Say yes.", "chosen": "yes", "rejected": "no"},
-        {"prompt": "Spell cat.", "responses": ["cat", "kat", "dog"], "ranking": [0, 1, 2]},
-    ]
 
 
 def _config(cls, out: Path, model_path: str, data: Path, *overrides: str):
@@ -43,10 +27,6 @@ def _config(cls, out: Path, model_path: str, data: Path, *overrides: str):
         "data.heldout_fraction=0",
     ]
     return build(cls, merge_overrides({}, [*data_keys, *BASE, *overrides]))
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -167,7 +147,7 @@ def test_first_step_loss_and_grad_norm_do_not_depend_on_microbatch_size(tmp_path
     cls, train_fn, key = (RMConfig, train_reward_model, "loss/reward_model")
     if kind == "dpo":
         cls, train_fn, key = (DPOConfig, train_dpo, "loss/dpo")
-    data = _write_jsonl(tmp_path / "prefs.jsonl", _mixed_rows())
+    data = write_jsonl(tmp_path / "prefs.jsonl", mixed_rows())
     got = []
     for mb in (64, 3):
         out = tmp_path / f"mb{mb}"
@@ -184,7 +164,7 @@ def test_first_step_loss_and_grad_norm_do_not_depend_on_microbatch_size(tmp_path
             *extra,
         )
         train_fn(cfg)
-        (m,) = _metrics(out)
+        (m,) = read_metrics(out)
         got.append(m)
     assert got[0][key] == pytest.approx(got[1][key], abs=1e-5)
     assert got[0]["grad_norm"] == pytest.approx(got[1]["grad_norm"], rel=1e-4)
@@ -225,7 +205,7 @@ def test_all_tied_training_rankings_are_a_data_error(tmp_path, tiny_model_path, 
     from rlft.loops.dpo import train_dpo
     from rlft.loops.reward_model import train_reward_model
 
-    data = _write_jsonl(
+    data = write_jsonl(
         tmp_path / "tied.jsonl", [{"prompt": "q", "responses": ["a", "b"], "ranking": [[0, 1]]}]
     )
     cls, fn = (RMConfig, train_reward_model) if kind == "rm" else (DPOConfig, train_dpo)
@@ -249,12 +229,12 @@ def test_reward_model_final_is_hf_loadable_and_scores_like_the_trained_model(tmp
     from rlft.models import load_tokenizer
     from rlft.reward_models import score_texts
 
-    train = _write_jsonl(tmp_path / "train.jsonl", _mixed_rows())
+    train = write_jsonl(tmp_path / "train.jsonl", mixed_rows())
     held_rows = [
         {"prompt": "Say no.", "chosen": "no", "rejected": "yes"},
         {"prompt": "Greet me!", "responses": ["hey", "bye", "yo"], "ranking": [0, 2, 1]},
     ]
-    held = _write_jsonl(tmp_path / "held.jsonl", held_rows)
+    held = write_jsonl(tmp_path / "held.jsonl", held_rows)
     out = tmp_path / "rm"
     cfg = _config(
         RMConfig,
@@ -322,8 +302,8 @@ def test_reward_model_learns_a_separable_preference(tmp_path, tiny_model_path):
         RMConfig,
         out,
         tiny_model_path,
-        _write_jsonl(tmp_path / "t.jsonl", rows),
-        f"data.heldout_path={_write_jsonl(tmp_path / 'h.jsonl', held)}",
+        write_jsonl(tmp_path / "t.jsonl", rows),
+        f"data.heldout_path={write_jsonl(tmp_path / 'h.jsonl', held)}",
         "train.steps=30",
         "train.rankings_per_step=4",
         "train.optim.lr=1e-3",
@@ -337,7 +317,7 @@ def test_reward_model_learns_a_separable_preference(tmp_path, tiny_model_path):
     assert saved["heldout"]["pairs"] == 3.0
     # BT loss far under log 2 = 0.693 (chance; about 0.007 in practice): the scores separate widely
     assert saved["heldout"]["bt_loss"] < 0.1
-    m = _metrics(out)
+    m = read_metrics(out)
     assert [x["step"] for x in m] == list(range(1, 31))
     assert "eval/pair_accuracy" in m[-1] and all("eval/pair_accuracy" not in x for x in m[:-1])
     assert m[-1]["loss/reward_model"] < m[0]["loss/reward_model"]
@@ -347,7 +327,7 @@ def test_reward_model_learns_a_separable_preference(tmp_path, tiny_model_path):
 
 
 def _resume_matches_straight_run(tmp_path, tiny_model_path, cls, train_fn, extra):
-    data = _write_jsonl(tmp_path / "prefs.jsonl", _mixed_rows())
+    data = write_jsonl(tmp_path / "prefs.jsonl", mixed_rows())
     common = [
         "train.rankings_per_step=2",
         "train.microbatch_size=4",
@@ -366,7 +346,7 @@ def _resume_matches_straight_run(tmp_path, tiny_model_path, cls, train_fn, extra
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
-    ma, mb = _metrics(straight), _metrics(parted)
+    ma, mb = read_metrics(straight), read_metrics(parted)
     assert [x["step"] for x in mb] == [1, 2, 3, 4]  # steps 1-2 kept from the first part, no dupes
     for x, y in zip(ma, mb, strict=True):
         assert x.keys() == y.keys()
@@ -406,7 +386,7 @@ def test_dpo_resume_reproduces_the_straight_run(tmp_path, tiny_model_path):
 def test_dpo_first_logged_loss_is_at_the_reference(tmp_path, tiny_model_path, loss, expected):
     from rlft.loops.dpo import train_dpo
 
-    data = _write_jsonl(tmp_path / "prefs.jsonl", _mixed_rows())
+    data = write_jsonl(tmp_path / "prefs.jsonl", mixed_rows())
     out = tmp_path / loss
     # 6 rankings per step: pairs weigh 1 (pairwise rows), 1/3 (strict K=3: 3 pairs) and 1/5 (K=4
     # ranking [[0, 2], 3, 1]: levels (0, 2, 0, 1), C(4,2) = 6 pairs minus the tied (0, 2) = 5);
@@ -425,7 +405,7 @@ def test_dpo_first_logged_loss_is_at_the_reference(tmp_path, tiny_model_path, lo
         "train.save_every=0",
     )
     train_dpo(cfg)
-    m = _metrics(out)
+    m = read_metrics(out)
     # step 1 is logged from the backward before its update: policy = reference
     assert m[0]["step"] == 1
     assert m[0]["loss/dpo"] == pytest.approx(expected, abs=1e-4)
@@ -433,84 +413,3 @@ def test_dpo_first_logged_loss_is_at_the_reference(tmp_path, tiny_model_path, lo
     assert m[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
     # after one update at lr 1e-3 the policy has moved away from the reference
     assert abs(m[1]["loss/dpo"] - expected) > 1e-3
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def test_cli_rm_train_without_subcommand_then_score(cli, tmp_path, tiny_model_path):
-    import yaml
-
-    from rlft.models import load_tokenizer
-    from rlft.reward_models import load_reward_model, score_texts
-
-    data = _write_jsonl(tmp_path / "prefs.jsonl", _mixed_rows())
-    out = tmp_path / "rm"
-    config = tmp_path / "rm.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "output_dir": str(out),
-                "model": {"path": tiny_model_path},
-                "data": {"path": str(data), "heldout_fraction": 0.0},
-                "train": {"steps": 2, "rankings_per_step": 3, "optim": {"lr": 1e-3}},
-                "log": {"progress": False, "tensorboard": False},
-            }
-        )
-    )
-    p = cli("rm", "--config", str(config))  # no `train`: the default subcommand
-    assert p.returncode == 0, p.stderr
-    assert f"[rlft] final model: {out / 'final'}" in p.stdout
-    assert [m["step"] for m in _metrics(out)] == [1, 2]
-
-    rows = [
-        {"prompt": "Say yes.", "response": "yes", "id": 1},
-        {"prompt": "Greet me.", "responses": ["hi", "hello!"], "id": 2},
-        {"prompt": "2 + 2?", "response": "4", "id": 3},
-    ]
-    data_in = _write_jsonl(tmp_path / "rows.jsonl", rows)
-    scored = tmp_path / "scored.jsonl"
-    p = cli("rm", "score", "--model", str(out / "final"), "--data", str(data_in), "--out", str(scored))
-    assert p.returncode == 0, p.stderr
-    assert "4 responses scored" in p.stdout
-    got = [json.loads(x) for x in scored.read_text().splitlines()]
-    assert [r["id"] for r in got] == [1, 2, 3]
-    assert all("_source" not in r for r in got)
-    # a `response` row gets `score`, a `responses` row gets `scores` (one per response, in order)
-    assert set(got[0]) == {"prompt", "response", "id", "score"}
-    assert set(got[1]) == {"prompt", "responses", "id", "scores"}
-
-    tok = load_tokenizer(str(out / "final"), padding_side="right")
-    model = load_reward_model(str(out / "final"), tok)
-    expected = score_texts(
-        model, tok, ["Say yes.", "Greet me.", "Greet me.", "2 + 2?"], ["yes", "hi", "hello!", "4"]
-    )
-    assert got[0]["score"] == pytest.approx(expected[0], abs=1e-5)
-    assert got[1]["scores"] == pytest.approx(expected[1:3], abs=1e-5)
-    assert got[2]["score"] == pytest.approx(expected[3], abs=1e-5)
-
-
-def test_cli_dpo_unknown_key_exits_2_naming_it(cli, tmp_path):
-    p = cli("dpo", f"output_dir={tmp_path / 'dpo'}", "dpo.betta=0.2")
-    assert p.returncode == 2
-    assert "unknown config key 'dpo.betta'" in p.stderr
-    assert "dpo.beta" in p.stderr  # the suggestion
-    assert "Traceback" not in p.stderr
-    assert not (tmp_path / "dpo").exists()
-
-
-def test_cli_bad_ranking_exits_2_naming_file_line_and_field(cli, tmp_path, tiny_model_path):
-    rows = _mixed_rows()[:2] + [{"prompt": "p", "responses": ["a", "b", "c"], "ranking": [0, 1, 1]}]
-    data = _write_jsonl(tmp_path / "bad.jsonl", rows)
-    p = cli(
-        "rm",
-        "train",
-        f"output_dir={tmp_path / 'rm'}",
-        f"model.path={tiny_model_path}",
-        f"data.path={data}",
-        "log.progress=false",
-        "log.tensorboard=false",
-    )
-    assert p.returncode == 2, p.stderr
-    assert f"{data}:3: field 'ranking': response 1 appears twice" in p.stderr
-    assert "Traceback" not in p.stderr
