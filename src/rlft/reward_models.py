@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlft.data.preferences import conversation_text as rm_text  # noqa: F401 (public name)
 from rlft.data.preferences import encode_conversation
 from rlft.ops import position_ids_from_mask
 

@@ -21,7 +21,3 @@ def mixed_rows() -> list[dict]:
         {"prompt": "Say yes.", "chosen": "yes", "rejected": "no"},
         {"prompt": "Spell cat.", "responses": ["cat", "kat", "dog"], "ranking": [0, 1, 2]},
     ]
-
-
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from run_support import read_metrics
 from safetensors.torch import load_file
 
 import rlft
@@ -28,10 +29,6 @@ SMALL = [
     "train.keep_checkpoints=5",
 ]
 KL_COEF = 0.04  # configs/grpo_tiny.yaml
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _finite(m: dict, key: str) -> float:
@@ -60,7 +57,7 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
         "dynamic_sampling",
     ):
         assert saved[key] == getattr(p, key), key  # the algorithm's defaults were filled in
-    ms = _metrics(out)
+    ms = read_metrics(out)
     assert res["steps"] == 2 and [m["step"] for m in ms] == [1, 2]
     for m in ms:
         assert all(not isinstance(v, float) or math.isfinite(v) for v in m.values()), m
@@ -102,7 +99,7 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
 
 def _dapo(make_rl_config, out: Path, reward) -> list[dict]:
     rlft.train_rl(make_rl_config(*SMALL, "algo.name=dapo", "log.samples_per_step=8", out=out), [reward])
-    return _metrics(out)
+    return read_metrics(out)
 
 
 def test_dapo_flat_groups_use_every_sampling_round(make_rl_config, tmp_path):
@@ -156,7 +153,7 @@ def test_ppo_resume_reproduces_the_next_step_bitwise(make_rl_config, tmp_path):
     rlft.train_rl(make_rl_config(*ppo, out=a))
     rlft.train_rl(make_rl_config(*ppo, "train.steps=1", out=b))
     rlft.train_rl(make_rl_config(*ppo, "resume=true", out=b))
-    ma, mb = _metrics(a), _metrics(b)
+    ma, mb = read_metrics(a), read_metrics(b)
     assert [m["step"] for m in mb] == [1, 2]
     for key in ("loss/total", "loss/value", "optim/grad_norm", "policy/kl_ref_seq", "reward/mean"):
         assert mb[1][key] == ma[1][key], key

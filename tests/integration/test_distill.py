@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_support import read_metrics, saved_weights
 
 from rlft.config import build, merge_overrides
 from rlft.schema.distill import DistillConfig
@@ -47,16 +48,6 @@ def _config(out: Path, models: dict[str, str], student: str, *overrides: str) ->
     return build(DistillConfig, merge_overrides({}, [*keys, *BASE, *overrides]))
 
 
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {k: v for f in sorted(directory.glob("*.safetensors")) for k, v in load_file(f).items()}
-
-
 @pytest.mark.parametrize("mode", ["offline", "on_policy"])
 def test_student_equal_to_teacher_has_exactly_zero_loss(mode, models, rows_path, tmp_path):
     """Same weights, same tokens: the divergence at every response position is exactly 0, which
@@ -69,7 +60,7 @@ def test_student_equal_to_teacher_has_exactly_zero_loss(mode, models, rows_path,
         "on_policy.max_new_tokens=8", *data,
     )  # fmt: skip
     result = train_logit_distill(cfg)
-    (step1,) = _metrics(tmp_path)
+    (step1,) = read_metrics(tmp_path)
     for key in ("loss/distill", "distill/forward_kl", "distill/reverse_kl", "distill/logprob_gap"):
         assert step1[key] == 0.0, key
     assert step1["distill/tokens"] > 0
@@ -141,11 +132,11 @@ def test_resume_reproduces_the_straight_run(mode, models, rows_path, tmp_path):
     train_logit_distill(_config(parted, models, "subset", "train.steps=2", *common))
     assert sorted(p.name for p in (parted / "checkpoints").iterdir()) == ["step-2"]
     train_logit_distill(_config(parted, models, "subset", "train.steps=4", "resume=true", *common))
-    a, b = _weights(straight / "final"), _weights(parted / "final")
+    a, b = saved_weights(straight / "final"), saved_weights(parted / "final")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ma, mb = _metrics(straight), _metrics(parted)
+    ma, mb = read_metrics(straight), read_metrics(parted)
     assert [x["step"] for x in mb] == [1, 2, 3, 4]
     assert [x["loss/distill"] for x in ma] == [x["loss/distill"] for x in mb]
 
@@ -233,7 +224,7 @@ def test_tiny_config_runs_on_policy_distillation(tmp_path):
     cfg = load_config(DistillConfig, str(config), [f"output_dir={tmp_path}", "train.steps=2"])
     result = run_distill(cfg)
     assert result["steps"] == 2 and result["heldout_before"]["tokens"] > 0
-    steps = _metrics(tmp_path)
+    steps = read_metrics(tmp_path)
     assert [m["step"] for m in steps] == [1, 2] and all(m["loss/distill"] > 0 for m in steps)
     from transformers import AutoConfig
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from preference_support import mixed_rows, read_metrics, write_jsonl
+from preference_support import mixed_rows, write_jsonl
+from run_support import read_metrics
 
 # ---------------------------------------------------------------- CLI
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from preference_support import mixed_rows, read_metrics, write_jsonl
+from preference_support import mixed_rows, write_jsonl
+from run_support import read_metrics, saved_weights
 
 from rlft.config import build, merge_overrides
 from rlft.data.preferences import Ranked
@@ -27,15 +28,6 @@ def _config(cls, out: Path, model_path: str, data: Path, *overrides: str):
         "data.heldout_fraction=0",
     ]
     return build(cls, merge_overrides({}, [*data_keys, *BASE, *overrides]))
-
-
-def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    state = {}
-    for f in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(f))
-    return state
 
 
 @pytest.fixture
@@ -283,8 +275,8 @@ def test_reward_model_final_is_hf_loadable_and_scores_like_the_trained_model(tmp
     assert logits[0, 0].item() == pytest.approx(scores[0].item(), abs=1e-5)
 
     # training changed the transformer itself, not just the fresh head
-    base = _weights(Path(tiny_model_path))
-    trained = _weights(final)
+    base = saved_weights(Path(tiny_model_path))
+    trained = saved_weights(final)
     assert not torch.equal(base["model.embed_tokens.weight"], trained["model.embed_tokens.weight"])
 
 
@@ -342,7 +334,7 @@ def _resume_matches_straight_run(tmp_path, tiny_model_path, cls, train_fn, extra
     assert sorted(p.name for p in (parted / "checkpoints").iterdir()) == ["step-2"]
     train_fn(_config(cls, parted, tiny_model_path, data, "train.steps=4", "resume=true", *common))
 
-    a, b = _weights(straight / "final"), _weights(parted / "final")
+    a, b = saved_weights(straight / "final"), saved_weights(parted / "final")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
@@ -353,7 +345,7 @@ def _resume_matches_straight_run(tmp_path, tiny_model_path, cls, train_fn, extra
         for k in x:
             assert x[k] == pytest.approx(y[k], abs=1e-6), (x["step"], k)
     # and the optimisation really moved between steps 2 and 4 (the check is not vacuous)
-    c2 = _weights(parted / "checkpoints" / "step-2")
+    c2 = saved_weights(parted / "checkpoints" / "step-2")
     assert any(not torch.equal(c2[k], b[k]) for k in b)
 
 

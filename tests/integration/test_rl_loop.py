@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_support import read_metrics
 from safetensors.torch import load_file
 
 import rlft
@@ -27,10 +28,6 @@ SMALL = [
 ]
 
 
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path / "model.safetensors")
 
@@ -44,7 +41,7 @@ def test_resume_reproduces_uninterrupted_run_bitwise(make_rl_config, tmp_path):
     res = rlft.train_rl(make_rl_config(*common, "train.steps=3", "resume=true", out=b_dir))
     assert res["steps"] == 3
 
-    ma, mb = _metrics(a_dir), _metrics(b_dir)
+    ma, mb = read_metrics(a_dir), read_metrics(b_dir)
     assert [m["step"] for m in mb] == [1, 2, 3]  # the resumed run appended step 3 only
     for key in ("loss/policy", "reward/mean", "optim/grad_norm", "policy/kl", "policy/entropy"):
         assert [m[key] for m in mb] == [m[key] for m in ma], key
@@ -69,7 +66,7 @@ def test_nan_loss_skips_steps_and_keeps_weights(make_rl_config, tmp_path, tiny_m
     monkeypatch.setitem(ALGORITHMS, "grpo", Algorithm("grpo", outcome_advantages, _nan_loss))
     out = tmp_path / "nan"
     res = rlft.train_rl(make_rl_config(*SMALL, "train.steps=2", "train.max_nonfinite_steps=5", out=out))
-    m = _metrics(out)
+    m = read_metrics(out)
     # 2 RL steps x 2 minibatches = 4 optimizer steps, all skipped (4 < 5, so no abort)
     assert [x["optim/skipped_steps"] for x in m] == [2.0, 4.0]
     assert res["metrics"]["loss/policy"] != res["metrics"]["loss/policy"]  # NaN
@@ -85,7 +82,7 @@ def test_consecutive_nan_steps_abort(make_rl_config, tmp_path, monkeypatch):
     # 2 optimizer steps per RL step: skipped 1, 2 in step 1, the 3rd (step 2, minibatch 1) aborts
     with pytest.raises(NonFiniteError, match="3 consecutive steps with non-finite loss/grad norm"):
         rlft.train_rl(cfg)
-    assert [x["step"] for x in _metrics(tmp_path / "abort")] == [1]
+    assert [x["step"] for x in read_metrics(tmp_path / "abort")] == [1]
 
 
 def test_python_reward_fns_score_every_completion(make_rl_config, tmp_path):
@@ -100,7 +97,7 @@ def test_python_reward_fns_score_every_completion(make_rl_config, tmp_path):
     for s in samples:
         # weight 1 (no config entry named quarter_len): score = len(completion)/4
         assert s["score"] == pytest.approx(len(s["completion"]) / 4)
-    for m in _metrics(out):
+    for m in read_metrics(out):
         step = [s["score"] for s in samples if s["step"] == m["step"]]
         assert m["reward/mean"] == pytest.approx(sum(step) / 8)
         assert m["reward/quarter_len_failures"] == 0.0

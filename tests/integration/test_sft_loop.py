@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_support import read_metrics, saved_weights
 
 from rlft.config import build, load_yaml, merge_overrides
 from rlft.data.sft import (
@@ -62,19 +63,6 @@ def _data(tmp_path: Path) -> Path:
     path = tmp_path / "sft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     return path
-
-
-def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for f in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(f))
-    return state
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -176,14 +164,14 @@ def test_packed_and_unpacked_training_agree(tmp_path, tiny_model_path):
         outs[packing] = tmp_path / f"packing-{packing}"
         extra = [f"data.packing={str(packing).lower()}", "data.max_length=128"]
         train_sft(_config(outs[packing], tiny_model_path, data, *common, *extra))
-    plain, packed = _metrics(outs[False]), _metrics(outs[True])
+    plain, packed = read_metrics(outs[False]), read_metrics(outs[True])
     # the same 3 examples each step, in fewer rows when packed (3 rows of 1 vs 1-2 packed rows)
     assert [m["sft/assistant_tokens"] for m in plain] == [m["sft/assistant_tokens"] for m in packed]
     assert sum(m["sft/rows"] for m in packed) < sum(m["sft/rows"] for m in plain)
     for a, b in zip(plain, packed, strict=True):
         assert a["loss/sft"] == pytest.approx(b["loss/sft"], abs=1e-5), a["step"]
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), a["step"]
-    wa, wb = _weights(outs[False] / "final"), _weights(outs[True] / "final")
+    wa, wb = saved_weights(outs[False] / "final"), saved_weights(outs[True] / "final")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5), k
 
@@ -203,15 +191,15 @@ def test_resume_reproduces_the_straight_run(tmp_path, tiny_model_path):
     train_sft(_config(parted, tiny_model_path, data, "train.steps=2", *common))
     assert sorted(p.name for p in (parted / "checkpoints").iterdir()) == ["step-2"]
     train_sft(_config(parted, tiny_model_path, data, "train.steps=4", "resume=true", *common))
-    a, b = _weights(straight / "final"), _weights(parted / "final")
+    a, b = saved_weights(straight / "final"), saved_weights(parted / "final")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ma, mb = _metrics(straight), _metrics(parted)
+    ma, mb = read_metrics(straight), read_metrics(parted)
     assert [x["step"] for x in mb] == [1, 2, 3, 4]
     assert [x["loss/sft"] for x in ma] == [x["loss/sft"] for x in mb]
     # 4 examples per step over 6 rows: step 3 crosses into epoch 2, and the weights moved
-    c2 = _weights(parted / "checkpoints" / "step-2")
+    c2 = saved_weights(parted / "checkpoints" / "step-2")
     assert any(not torch.equal(c2[k], b[k]) for k in b)
 
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from rlft.config import build
-from rlft.reward_models import rm_text, score_texts
+from rlft.data.preferences import conversation_text as rm_text
+from rlft.reward_models import score_texts
 from rlft.rewards.model import ModelReward, ensemble_metrics, load_member
 from rlft.rewards.scoring import RewardError, RewardTerm, build_terms, score_completions
 from rlft.schema.rl import RewardSpec, RLConfig

@@ -1,7 +1,7 @@
 """A trained reward model, or an ensemble of them, as a batched RL reward.
 
 Each member reads the dataset row's raw prompt (a string or chat messages, field `prompt_field`)
-and the completion, rendered with the member's own chat template (`rlft.reward_models.rm_text`);
+and the completion, rendered with the member's own chat template (`rlft.data.preferences.conversation_text`);
 never the policy's chat-templated prompt text. An ensemble scores by the mean over its members;
 how much they disagree is logged. transformers is imported only when a model is loaded.
 """
