@@ -1,6 +1,8 @@
 """RLHF end to end on the real model, with simulated annotators.
 
-1. candidates: SmolLM2-135M-Instruct samples K responses for N arithmetic prompts;
+1. candidates: SmolLM2-135M-Instruct samples K responses for N arithmetic prompts; with
+   --extra-policy, another policy (e.g. the RL-trained runs/demo/final) supplies --extra-k of the K,
+   as InstructGPT's labellers saw responses from several policies;
 2. rankings: simulated annotators order them by the gold rule (bench/rlhf_gold.py: right answer,
    then concise), perceiving word counts with noise, equal worth tied; written in
    `rlft label export`'s K-way format;
@@ -10,6 +12,7 @@
 Each stage is skipped when its output exists (rerun after a crash continues).
 
     .venv/bin/python bench/rlhf_demo.py [--prompts 320] [--k 4] [--out runs/rlhf]
+        [--extra-policy runs/demo/final --extra-k 2]
 """
 
 from __future__ import annotations
@@ -26,35 +29,66 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+BASE = "smollm2-135m-instruct"
 sys.path.insert(0, str(REPO / "bench"))
 
 from rlhf_gold import gold_score, gold_utility  # noqa: E402
 
 
-def make_candidates(n: int, k: int, out: Path, max_new_tokens: int, seed: int) -> None:
+def demo_prompts(n: int, seed: int) -> list[dict]:
     from rlft.data.arithmetic import train_rows
+    from rlft.schema.common import ArithmeticConfig
+
+    stream = train_rows(ArithmeticConfig(ops=["+", "*"], heldout_fraction=0.3, heldout_size=200), seed)
+    return [{**next(stream), "id": f"p{i}"} for i in range(n)]
+
+
+def sample_responses(
+    model_path: str, rows: list[dict], k: int, out: Path, max_new_tokens: int, seed: int
+) -> None:
+    """k responses per row from one policy (T=1.0), written as candidate rows."""
     from rlft.data.prompts import chat_text
     from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
     from rlft.rollout.base import SamplingParams, make_generator
-    from rlft.schema.common import ArithmeticConfig
 
-    cfg = ArithmeticConfig(ops=["+", "*"], heldout_fraction=0.3, heldout_size=200)
-    stream = train_rows(cfg, seed)
-    rows = [next(stream) for _ in range(n)]
-    path = resolve_model_path("smollm2-135m-instruct")
+    path = resolve_model_path(model_path)
     tok, model = load_tokenizer(path), load_causal_lm(path).eval()
     torch.manual_seed(seed)
     ids = tok([chat_text(tok, r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
     gen = make_generator("hf", model, tok, batch_size=64)
     t = time.perf_counter()
-    out_ids = gen.generate(
-        ids, SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0), k
-    ).response_ids
-    texts = tok.batch_decode(out_ids, skip_special_tokens=True)
-    print(f"[candidates] {n} x {k} responses in {time.perf_counter() - t:.0f}s")
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0)
+    texts = tok.batch_decode(gen.generate(ids, params, k).response_ids, skip_special_tokens=True)
+    print(f"[candidates] {model_path}: {len(rows)} x {k} responses in {time.perf_counter() - t:.0f}s")
     with open(out, "w") as f:
         for i, row in enumerate(rows):
-            f.write(json.dumps({**row, "id": f"p{i}", "responses": texts[i * k : (i + 1) * k]}) + "\n")
+            f.write(json.dumps({**row, "responses": texts[i * k : (i + 1) * k]}) + "\n")
+
+
+def mix_policies(base: Path, extra: Path, k: int, out: Path, seed: int) -> None:
+    """K-way candidate rows mixing policies as InstructGPT's labelling did: the first k - m base
+    responses and the m responses of the other policy, in a seeded random order per prompt."""
+    rng = random.Random(seed)
+    base_rows = [json.loads(line) for line in base.read_text().splitlines()]
+    extra_rows = {r["id"]: r for r in map(json.loads, extra.read_text().splitlines())}
+    with open(out, "w") as f:
+        for row in base_rows:
+            other = extra_rows[row["id"]]["responses"]
+            tagged = [(r, "base") for r in row["responses"][: k - len(other)]] + [(r, "extra") for r in other]
+            rng.shuffle(tagged)
+            mixed = {"responses": [r for r, _ in tagged], "sources": [s for _, s in tagged]}
+            f.write(json.dumps({**row, **mixed}) + "\n")
+
+
+def mixed_candidates(base: Path, args: argparse.Namespace) -> Path:
+    extra, mixed = base.with_name("candidates_extra_policy.jsonl"), base.with_name("candidates_mixed.jsonl")
+    if not extra.exists():
+        rows = [json.loads(line) for line in base.read_text().splitlines()]
+        rows = [{k: v for k, v in r.items() if k != "responses"} for r in rows]
+        sample_responses(args.extra_policy, rows, args.extra_k, extra, args.max_new_tokens, args.seed + 1)
+    if not mixed.exists():
+        mix_policies(base, extra, args.k, mixed, args.seed)
+    return mixed
 
 
 def simulated_ranking(row: dict, rng: random.Random, noise: float) -> list:
@@ -83,6 +117,12 @@ def make_rankings(candidates: Path, out: Path, noise: float, seed: int) -> None:
                 "annotator": rng.choice(annotators),
             }
             f.write(json.dumps(ranked) + "\n")
+    by_source: dict[str, list[bool]] = {}
+    for r in rows:
+        for x, src in zip(r["responses"], r.get("sources", ["base"] * len(r["responses"])), strict=True):
+            by_source.setdefault(src, []).append(gold_score(r["prompt"], x, r) >= 1)
+    for src, oks in by_source.items():
+        print(f"[rankings] {src} policy: {len(oks)} responses, {sum(oks) / len(oks):.1%} right")
     golds = [gold_score(r["prompt"], x, r) for r in rows for x in r["responses"]]
     right = [gold_score(r["prompt"], x, r) >= 1 for r in rows for x in r["responses"]]
     print(
@@ -145,6 +185,10 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--noise", type=float, default=0.1, help="log-normal sigma of perceived word counts")
     ap.add_argument("--out", default="runs/rlhf")
+    ap.add_argument(
+        "--extra-policy", help="a second policy (e.g. runs/demo/final) giving --extra-k of the K responses"
+    )
+    ap.add_argument("--extra-k", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rl-steps", type=int, default=0, help="override train.steps of the GRPO stage")
     args = ap.parse_args()
@@ -153,7 +197,10 @@ def main() -> None:
     rlft = str(REPO / ".venv" / "bin" / "rlft")
     candidates, rankings = out / "candidates.jsonl", out / "rankings.jsonl"
     if not candidates.exists():
-        make_candidates(args.prompts, args.k, candidates, args.max_new_tokens, args.seed)
+        rows = demo_prompts(args.prompts, args.seed)
+        sample_responses(BASE, rows, args.k, candidates, args.max_new_tokens, args.seed)
+    if args.extra_policy:
+        candidates = mixed_candidates(candidates, args)
     if not rankings.exists():
         make_rankings(candidates, rankings, args.noise, args.seed)
     if not (out / "rm" / "final").exists():
