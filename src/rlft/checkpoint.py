@@ -3,14 +3,25 @@
 checkpoints/step-N/ holds the model (safetensors, from_pretrained-loadable), optimizer and
 scheduler state, every RNG state and the trainer state (step, data cursor, counters). Nothing is
 unpickled on load: tensors come from safetensors or torch.load(weights_only=True), the rest is JSON.
+signature.json records what a resume must match (parameter names and shapes, vocab size, value
+model, the loop's `run_info` such as the algorithm); a mismatch is an error naming each difference.
+A failed write (disk full, ...) removes the partial temp dir and raises CheckpointError; the
+previous complete checkpoint is untouched.
+
+Test hook: RLFT_FAULT_SAVE_SLEEP_S=<seconds> sleeps after every file a save writes, widening the
+window in which a chaos test (bench/chaos.py) can kill a run mid-save.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 import re
 import shutil
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +29,33 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlft.errors import RunError
 from rlft.fsutil import atomic_directory, fsync_tree
 
 COMPLETE = "COMPLETE"
 CRITIC = "critic.safetensors"
 TRAINABLE = "trainable.safetensors"
+SIGNATURE = "signature.json"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+FAULT_SLEEP_ENV = "RLFT_FAULT_SAVE_SLEEP_S"
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RunError):
+    """A checkpoint could not be written, or does not fit the run that tries to resume from it."""
 
 
 def rng_state() -> dict[str, Any]:
     py = random.getstate()
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -42,6 +64,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(
@@ -54,24 +78,56 @@ def save_checkpoint(
     keep: int = 2,
     critic: Any = None,
     tokenizer: Any = None,
+    run_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoints/step-N atomically (data fsynced before the COMPLETE marker, then the
-    directory renamed into place); prune older complete ones beyond `keep`."""
+    directory renamed into place); prune older complete ones beyond `keep`, and newer ones (left
+    by an earlier run in this directory: this run would never resume from them)."""
     final = root / f"step-{step}"
-    with atomic_directory(final, f".tmp-step-{step}-") as tmp:
-        save_model_weights(model, tmp)
-        if tokenizer is not None:  # so `rlft eval --model checkpoints/step-N` works
-            tokenizer.save_pretrained(tmp)
-        if critic is not None:
-            save_file({k: v.detach().contiguous() for k, v in critic.state_dict().items()}, str(tmp / CRITIC))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        fsync_tree(tmp)
-        (tmp / COMPLETE).write_text(str(step))
-    prune_checkpoints(root, keep)
+    try:
+        with atomic_directory(final, f".tmp-step-{step}-") as tmp:
+            _write_files(tmp, model, optimizer, scheduler, trainer_state, critic, tokenizer)
+            (tmp / SIGNATURE).write_text(json.dumps(run_signature(model, critic, run_info), indent=1))
+            fsync_tree(tmp)
+            _fault_pause()
+            (tmp / COMPLETE).write_text(str(step))
+    except (OSError, RuntimeError) as e:  # a full disk reaches torch.save as a RuntimeError
+        prev = latest_checkpoint(root)
+        kept = (
+            f"the newest complete checkpoint, {prev}, is intact" if prev else "no earlier checkpoint exists"
+        )
+        free_mib = shutil.disk_usage(root).free / 2**20
+        raise CheckpointError(
+            f"could not write checkpoint step-{step} in {root} ({free_mib:.0f} MiB free there): {e}. "
+            f"Nothing partial was kept and {kept}; free space (or fix the error) and continue with "
+            "--resume"
+        ) from e
+    prune_checkpoints(root, keep, current=step)
     return final
+
+
+def _write_files(
+    tmp: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], critic: Any, tokenizer: Any
+) -> None:
+    save_model_weights(model, tmp)
+    _fault_pause()
+    if tokenizer is not None:  # so `rlft eval --model checkpoints/step-N` works
+        tokenizer.save_pretrained(tmp)
+    if critic is not None:
+        save_file({k: v.detach().contiguous() for k, v in critic.state_dict().items()}, str(tmp / CRITIC))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _fault_pause()
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    _fault_pause()
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+
+def _fault_pause() -> None:
+    """Test hook: sleep RLFT_FAULT_SAVE_SLEEP_S seconds (unset = no pause)."""
+    seconds = float(os.environ.get(FAULT_SLEEP_ENV) or 0)
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -90,9 +146,18 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def prune_checkpoints(root: Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints (never the newest), and stale temp dirs."""
+def prune_checkpoints(root: Path, keep: int, current: int | None = None) -> None:
+    """Delete stale temp dirs, complete checkpoints newer than `current` (the step just saved), and
+    all but the newest `keep` of the rest (never the newest)."""
     found = complete_checkpoints(root)
+    if current is not None:
+        for s, path in found:
+            if s > current:
+                log.warning(
+                    "removing %s: it is newer than this run's step %d (an earlier run's)", path, current
+                )
+                shutil.rmtree(path, ignore_errors=True)
+        found = [(s, p) for s, p in found if s <= current]
     for _, path in found[: max(len(found) - max(keep, 1), 0)]:
         shutil.rmtree(path, ignore_errors=True)
     for p in root.glob(".tmp-step-*"):
@@ -140,11 +205,18 @@ def load_full_weights(model: Any, path: Path) -> None:
 
 
 def load_checkpoint(
-    path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, critic: Any = None
+    path: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    critic: Any = None,
+    run_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Restore model (and critic), optimizer, scheduler and RNG state; return the trainer state."""
+    """Restore model (and critic), optimizer, scheduler and RNG state; return the trainer state.
+    Checks first (changing nothing) that the checkpoint fits this model, critic and run_info."""
     if not (path / COMPLETE).exists():
         raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    check_signature(path, run_signature(model, critic, run_info))
     load_model_weights(model, path)
     if critic is not None:
         if not (path / CRITIC).exists():
@@ -154,3 +226,56 @@ def load_checkpoint(
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def run_signature(
+    model: Any, critic: Any = None, run_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a resume must match: trainable parameter shapes, vocab size, the value model's
+    parameter shapes (None without one) and the loop's run_info."""
+    return {
+        "parameters": {k: list(p.shape) for k, p in model.named_parameters() if p.requires_grad},
+        "vocab_size": getattr(getattr(model, "config", None), "vocab_size", None),
+        "critic": None if critic is None else {k: list(p.shape) for k, p in critic.named_parameters()},
+        "run": dict(run_info or {}),
+    }
+
+
+def check_signature(path: Path, current: Mapping[str, Any]) -> None:
+    """Raise CheckpointError naming every difference between the saved and current signature
+    (checkpoints written before signatures existed are not checked)."""
+    if not (path / SIGNATURE).exists():
+        return
+    saved = json.loads((path / SIGNATURE).read_text())
+    diffs = [
+        f"{k}: {saved['run'].get(k)!r} in the checkpoint, {v!r} now"
+        for k, v in current["run"].items()
+        if saved["run"].get(k, v) != v
+    ]
+    if saved["vocab_size"] != current["vocab_size"]:
+        diffs.append(f"vocab size: {saved['vocab_size']} in the checkpoint, {current['vocab_size']} now")
+    if saved["critic"] is not None and current["critic"] is None:
+        diffs.append("the checkpoint has a value model, this run uses none")
+    elif saved["critic"] is None and current["critic"] is not None:
+        diffs.append("the checkpoint has no value model, this run uses one")
+    else:
+        diffs += _shape_diffs("value model", saved["critic"] or {}, current["critic"] or {})
+    diffs += _shape_diffs("model", saved["parameters"], current["parameters"])
+    if diffs:
+        raise CheckpointError(
+            f"{path} does not fit this run: " + "; ".join(diffs) + ". It was written with another "
+            "config: resume with that config, or start a fresh run in a new output_dir"
+        )
+
+
+def _shape_diffs(what: str, saved: Mapping[str, list[int]], now: Mapping[str, list[int]]) -> list[str]:
+    """At most three differences of each kind (missing, new, reshaped) between parameter maps."""
+    diffs = []
+    if missing := [k for k in saved if k not in now]:
+        diffs.append(f"{what} parameters only in the checkpoint: {', '.join(missing[:3])}")
+    if new := [k for k in now if k not in saved]:
+        diffs.append(f"{what} parameters not in the checkpoint: {', '.join(new[:3])}")
+    reshaped = [f"{k} {saved[k]} -> {now[k]}" for k in saved if k in now and saved[k] != now[k]]
+    if reshaped:
+        diffs.append(f"{what} shapes differ: {', '.join(reshaped[:3])}")
+    return diffs

@@ -89,6 +89,7 @@ def test_checkpoint_dir_is_from_pretrained_loadable(tmp_path: Path, tiny_model):
             "optimizer.pt",
             "rng.pt",
             "scheduler.pt",
+            "signature.json",
             "trainer_state.json",
         ]
     )

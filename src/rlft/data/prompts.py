@@ -6,10 +6,12 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rlft.data import arithmetic, coding
-from rlft.data.rows import DataError, read_rows, require_fields
+from rlft.data.quarantine import REPORT_FILE, DataReport
+from rlft.data.rows import DataError, keep_valid_rows, read_rows, reject, require_fields
 from rlft.rewards.countdown import countdown_rows
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,16 @@ def to_messages(prompt: Any, system_prompt: str | None) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         msgs = [{"role": "user", "content": prompt}]
         return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + msgs
-    if isinstance(prompt, list) and all(isinstance(m, Mapping) and "role" in m for m in prompt):
+    if isinstance(prompt, list) and all(_is_message(m) for m in prompt):
         return [dict(m) for m in prompt]
-    raise DataError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
+    raise DataError(
+        f"prompt must be a string or a list of chat messages ({{role, content}} strings), "
+        f"got {type(prompt).__name__}"
+    )
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
 def chat_text(tok: Any, prompt: Any, system_prompt: str | None = None) -> str:
@@ -44,17 +53,30 @@ def encode_prompts(
     system_prompt: str | None,
     max_tokens: int,
     overlong: str,
+    report: DataReport | None = None,
 ) -> tuple[list[PromptExample], dict[str, int]]:
-    """Chat-format and tokenize rows; apply the over-long policy; return examples and counts."""
-    texts = []
+    """Chat-format and tokenize rows; apply the over-long policy; return examples and counts.
+    A prompt of the wrong type or with no text is an error naming its row, or, given a report,
+    recorded there and left out (then an empty result is the caller's to judge)."""
+    texts, kept = [], []
     for row in rows:
+        where = str(row.get("_source", "?"))
         try:
-            texts.append(chat_text(tok, row[prompt_field], system_prompt))
+            msgs = to_messages(row.get(prompt_field), system_prompt)
         except DataError as e:
-            raise DataError(f"{row.get('_source', '?')}: field '{prompt_field}': {e}") from None
+            reject(report, where, f"field '{prompt_field}': {e}")
+            continue
+        if not any(m["content"].strip() for m in msgs if m["role"] != "system"):
+            reject(report, where, f"field '{prompt_field}' has no text")
+            continue
+        texts.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+        kept.append(row)
     ids_list = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
     examples, counts, too_long = [], {"truncated": 0, "skipped": 0}, []
-    for row, text, ids in zip(rows, texts, ids_list, strict=True):
+    for row, text, ids in zip(kept, texts, ids_list, strict=True):
+        if not ids:  # generation needs at least one prompt token
+            reject(report, str(row.get("_source", "?")), "prompt is empty after the chat template")
+            continue
         if len(ids) > max_tokens:
             too_long.append(f"{row.get('_source', '?')} ({len(ids)} tokens)")
             if overlong == "skip":
@@ -65,12 +87,22 @@ def encode_prompts(
                 ids = ids[-max_tokens:]  # keep the end: the question and the assistant turn
                 text = tok.decode(ids)
         examples.append(PromptExample(text=text, ids=list(ids), row=row))
+    _report_overlong(too_long, max_tokens, overlong, report)
+    if not examples and report is None:
+        raise DataError("no usable prompts left after filtering")
+    return examples, counts
+
+
+def _report_overlong(too_long: list[str], max_tokens: int, overlong: str, report: DataReport | None) -> None:
+    """Fail on over-long prompts (policy error), else warn and note them in the report."""
     if too_long and overlong == "error":
         raise DataError(
             f"{len(too_long)} prompt(s) longer than data.max_prompt_tokens={max_tokens}: "
             + ", ".join(too_long[:5])
             + " (set data.overlong_prompts=truncate or skip)"
         )
+    if report is not None:
+        report.notes["overlong_prompts"] = {"policy": overlong, "max_tokens": max_tokens, "rows": too_long}
     if too_long:
         log.warning(
             "%d prompt(s) over %d tokens were %s",
@@ -78,13 +110,34 @@ def encode_prompts(
             max_tokens,
             "truncated" if overlong == "truncate" else "skipped",
         )
+
+
+def load_prompt_examples(
+    cfg: Any, tok: Any, max_tokens: int, seed: int, needed: int, out_dir: Path
+) -> tuple[list[PromptExample], dict[str, int]]:
+    """Training prompts of data config `cfg`, validated up front: bad rows (unreadable lines,
+    missing / empty / wrongly typed prompts, duplicate ids) are left out while their share is at
+    most cfg.max_bad_fraction, else the load fails; out_dir/data_report.json lists them all."""
+    report = DataReport(cfg.max_bad_fraction, out_dir / REPORT_FILE)
+    rows = load_train_rows(cfg, seed, needed, report)
+    examples, counts = encode_prompts(
+        rows, tok, cfg.prompt_field, cfg.system_prompt, max_tokens, cfg.overlong_prompts, report
+    )
+    report.notes["prompts"] = len(examples)
+    report.finish()
     if not examples:
-        raise DataError("no usable prompts left after filtering")
+        raise DataError(f"no usable prompts left after filtering (see {report.path})")
     return examples, counts
 
 
-def load_train_rows(cfg: Any, seed: int, needed: int = BUILTIN_TRAIN_ROWS) -> list[dict[str, Any]]:
-    """Training rows from data.path, or `needed` rows from the built-in generator."""
+def load_train_rows(
+    cfg: Any, seed: int, needed: int = BUILTIN_TRAIN_ROWS, report: DataReport | None = None
+) -> list[dict[str, Any]]:
+    """Training rows from data.path, or `needed` rows from the built-in generator. With a
+    report, bad rows are recorded there and left out (see `keep_valid_rows`)."""
+    if cfg.path and report is not None:
+        rows = read_rows(cfg.path, cfg.split, report)
+        return keep_valid_rows(rows, [cfg.prompt_field], report, cfg.id_field)
     if cfg.path:
         rows = read_rows(cfg.path, cfg.split)
         require_fields(rows, [cfg.prompt_field])

@@ -1,5 +1,6 @@
 """Read dataset rows from JSONL, Parquet or a saved `datasets` directory, with errors that name the
-file, line and field."""
+file, line and field. Given a `DataReport` (rlft.data.quarantine), bad lines and rows are recorded
+there and left out instead of failing the load."""
 
 from __future__ import annotations
 
@@ -7,43 +8,65 @@ import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlft.data.quarantine import DataReport
 
 
 class DataError(ValueError):
     """A dataset problem; the message names file, line and field."""
 
 
-def read_rows(path: str, split: str = "train") -> list[dict[str, Any]]:
-    """Rows as dicts, each tagged with ``_source`` = "file:line" (1-based) for error messages."""
+def reject(report: DataReport | None, where: str, problem: str) -> None:
+    """Record a bad row in `report`, or raise DataError naming it when there is none."""
+    if report is None:
+        raise DataError(f"{where}: {problem}")
+    report.reject(where, problem)
+
+
+def read_rows(path: str, split: str = "train", report: DataReport | None = None) -> list[dict[str, Any]]:
+    """Rows as dicts, each tagged with ``_source`` = "file:line" (1-based) for error messages.
+    With a report, unreadable JSONL lines are recorded there and skipped, and every row read
+    (good or not) is counted in report.rows."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"dataset not found: {path}")
     if p.is_dir():
-        return _read_datasets_dir(p, split)
-    if p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
-        return _read_jsonl(p)
-    if p.suffix == ".parquet":
-        return _read_parquet(p)
-    raise DataError(f"{path}: unsupported dataset format (use .jsonl, .parquet or a `datasets` dir)")
+        rows = _read_datasets_dir(p, split)
+    elif p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
+        return _read_jsonl(p, report)
+    elif p.suffix == ".parquet":
+        rows = _read_parquet(p)
+    else:
+        raise DataError(f"{path}: unsupported dataset format (use .jsonl, .parquet or a `datasets` dir)")
+    if report is not None:
+        report.rows += len(rows)
+    return rows
 
 
-def _read_jsonl(p: Path) -> list[dict[str, Any]]:
+def _read_jsonl(p: Path, report: DataReport | None) -> list[dict[str, Any]]:
     rows = []
     opener = gzip.open if p.name.endswith(".gz") else open
     with opener(p, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
+            if report is not None:
+                report.rows += 1
+            where = f"{p}:{lineno}"
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.rstrip().decode("utf-8"))
             except UnicodeDecodeError as e:
-                raise DataError(f"{p}:{lineno}: line is not valid UTF-8 ({e.reason})") from None
+                reject(report, where, f"line is not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                reject(report, where, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"{p}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
-            row["_source"] = f"{p}:{lineno}"
+                reject(report, where, f"each line must be a JSON object, got {type(row).__name__}")
+                continue
+            row["_source"] = where
             rows.append(row)
     return rows
 
@@ -72,16 +95,42 @@ def _read_datasets_dir(p: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
+def field_problems(row: dict[str, Any], fields: Sequence[str]) -> list[str]:
+    """What is wrong with a row's required fields: missing, or empty (None, blank, [])."""
+    problems = []
+    for name in fields:
+        value = row.get(name)
+        if name not in row:
+            problems.append(f"missing field '{name}'")
+        elif value is None or (isinstance(value, str) and not value.strip()) or value == []:
+            problems.append(f"field '{name}' is empty")
+    return problems
+
+
 def require_fields(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> None:
     """Raise naming the first rows (file:line) that lack a field or have it empty."""
-    problems = []
-    for row in rows:
-        for name in fields:
-            value = row.get(name)
-            if name not in row:
-                problems.append(f"{row.get('_source', '?')}: missing field '{name}'")
-            elif value is None or (isinstance(value, str) and not value.strip()) or value == []:
-                problems.append(f"{row.get('_source', '?')}: field '{name}' is empty")
+    problems = [f"{row.get('_source', '?')}: {p}" for row in rows for p in field_problems(row, fields)]
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DataError("bad dataset rows:\n  " + "\n  ".join(problems[:10]) + more)
+
+
+def keep_valid_rows(
+    rows: Sequence[dict[str, Any]], fields: Sequence[str], report: DataReport, id_field: str = ""
+) -> list[dict[str, Any]]:
+    """Rows whose required fields are present and non-empty and whose `id_field` value (when the
+    row has one) was not seen before; the others are recorded in `report`."""
+    kept, first_seen = [], {}
+    for row in rows:
+        where = row.get("_source", "?")
+        problems = field_problems(row, fields)
+        if not problems and id_field and row.get(id_field) is not None:
+            key = json.dumps(row[id_field], sort_keys=True)
+            if key in first_seen:
+                problems.append(f"duplicate {id_field} {row[id_field]!r} (first at {first_seen[key]})")
+            first_seen.setdefault(key, where)
+        if problems:
+            report.reject(where, "; ".join(problems))
+        else:
+            kept.append(row)
+    return kept

@@ -23,7 +23,8 @@ from jinja2 import TemplateError
 
 from rlft.data.preferences import prompt_key
 from rlft.data.prompts import to_messages
-from rlft.data.rows import DataError, read_rows
+from rlft.data.quarantine import DataReport
+from rlft.data.rows import DataError, keep_valid_rows, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +94,40 @@ def row_conversation(row: Mapping[str, Any], cfg: Any) -> Conversation:
     return Conversation(msgs, where)
 
 
-def read_conversations(path: str, cfg: Any) -> list[Conversation]:
-    rows = read_rows(path, cfg.split)
-    if not rows:
+def read_conversations(path: str, cfg: Any, report: DataReport | None = None) -> list[Conversation]:
+    """A file's conversations; with a report, bad lines and rows (unreadable, malformed, repeated
+    id) are recorded there and left out instead of raising."""
+    rows = read_rows(path, cfg.split, report)
+    if not rows and report is None:
         raise DataError(f"{path}: no rows")
-    return [row_conversation(r, cfg) for r in rows]
+    if report is None:
+        return [row_conversation(r, cfg) for r in rows]
+    convs = []
+    for row in keep_valid_rows(rows, [], report, cfg.id_field):
+        try:
+            convs.append(row_conversation(row, cfg))
+        except DataError as e:
+            where = row.get("_source", "?")
+            report.reject(where, str(e).removeprefix(f"{where}: "))
+    return convs
 
 
-def load_conversations(cfg: Any) -> tuple[list[Conversation], list[Conversation]]:
+def load_conversations(
+    cfg: Any, report: DataReport | None = None
+) -> tuple[list[Conversation], list[Conversation]]:
     """Training and held-out conversations: a separate file, or a split of `path` by a hash of
-    each conversation's prompt (the messages before its first assistant turn)."""
+    each conversation's prompt (the messages before its first assistant turn). A report is
+    finished (written; an error when too many rows are bad) once both files are read."""
     if not cfg.path:
         raise DataError("data.path is empty: give a JSONL of chat `messages` or prompt/completion rows")
-    convs = read_conversations(cfg.path, cfg)
+    convs = read_conversations(cfg.path, cfg, report)
+    held_file = read_conversations(cfg.heldout_path, cfg, report) if cfg.heldout_path else []
+    if report is not None:
+        report.finish()
+    if not convs:
+        raise DataError(f"{cfg.path}: no usable rows")
     if cfg.heldout_path:
-        return convs, read_conversations(cfg.heldout_path, cfg)
+        return convs, held_file
     train, held = [], []
     for c in convs:
         first = next(i for i, m in enumerate(c.messages) if m["role"] == "assistant")

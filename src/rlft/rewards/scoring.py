@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
+from rlft.errors import RunError
 from rlft.rewards.parallel import CallOutcome, call_all
 from rlft.rewards.registry import resolve_reward, reward_name
 
 log = logging.getLogger(__name__)
 
 
-class RewardError(RuntimeError):
+class RewardError(RunError):
     """A reward function failed and its on_error is 'error'."""
 
 

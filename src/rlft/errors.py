@@ -1,0 +1,7 @@
+"""Errors a run reports to the user as one clear line (the CLI prints them without a traceback).
+
+Kept free of heavy imports so the CLI can catch them before torch is loaded."""
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason its message explains (checkpoint write, non-finite steps, ...)."""
