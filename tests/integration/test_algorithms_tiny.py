@@ -69,8 +69,15 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
             # token is masked, so no row runs and the loss and gradient are exactly 0
             assert (m["loss/policy"], m["optim/grad_norm"], m["perf/active_rows_frac"]) == (0.0, 0.0, 0.0)
             continue
+        # diagnostics every family logs (issue 9): entropy, KL(old || new), grad norm, text signals
+        assert _finite(m, "policy/entropy") > 0 and _finite(m, "policy/approx_kl") >= -1e-6
+        _finite(m, "optim/grad_norm")
+        for key in ("response_len_p90", "reflection_frac", "think_words", "repeat_ngram_frac"):
+            _finite(m, f"rollout/{key}")
         if p.kl_in_reward:  # KL as a reward penalty: measured on the batch, not in the loss
-            assert _finite(m, "policy/kl_ref_seq") >= 0 and "policy/kl" not in m
+            # per sequence = per token x tokens per sequence: sum/B = (sum/tokens) * (tokens/B)
+            assert _finite(m, "policy/kl_ref_seq") >= 0
+            assert m["policy/kl_ref_seq"] == pytest.approx(m["policy/kl"] * m["rollout/response_len"])
             assert m["policy/kl_coef"] == KL_COEF  # target_kl = 0: the coefficient stays fixed
         elif algo.update == "gradient":
             assert _finite(m, "policy/kl") >= -1e-6  # k3 in the loss (>= 0 up to float32 rounding)

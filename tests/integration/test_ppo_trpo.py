@@ -137,6 +137,7 @@ def test_trpo_step_improves_the_surrogate_inside_the_trust_region(tiny_model, ti
     mask = batch.rollouts.response_mask
     k3 = float(masked_mean(kl_k3(batch.old_logprobs.double(), new.double()), mask))
     assert k3 == pytest.approx(m["trpo/kl"], rel=1e-3) and k3 <= 0.01
+    assert m["policy/approx_kl"] == m["trpo/kl"]  # the accepted step's KL(old || new)
     assert _full_kl(old_full, _full_logp(tiny_model, batch), mask) <= 0.01
     # the accepted fraction is one of 1, 1/2, 1/4, ... and matches the number of tries
     assert m["trpo/step_fraction"] == 0.5 ** (m["trpo/line_search_tries"] - 1)
@@ -169,7 +170,7 @@ def test_trpo_rejected_step_restores_parameters_bitwise(tiny_model, tiny_tok, mo
     _, before, _, m = _trpo(tiny_model, tiny_tok, max_kl=0.01)
     # max_backtracks = 10 tries (fractions 1 .. 1/512), all rejected, then restored by evaluate(0.0)
     assert len(calls) == 10 and m["trpo/line_search_tries"] == 10.0
-    assert (m["trpo/accepted"], m["trpo/step_fraction"]) == (0.0, 0.0)
+    assert (m["trpo/accepted"], m["trpo/step_fraction"], m["policy/approx_kl"]) == (0.0, 0.0, 0.0)
     after = tiny_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -21,6 +21,7 @@ from rlft.algorithms.core import (
     discounted_returns,
     gae,
     group_normalized,
+    kl_k3,
     masked_whiten,
     rloo_advantages,
     sequence_clipped_loss,
@@ -94,8 +95,10 @@ class Algorithm:
         mask: Tensor,
         params: Any,
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Per-token loss [B, T] = policy loss (+ kl_coef * KL estimate when the KL is in the loss)."""
+        """Per-token loss [B, T] = policy loss (+ kl_coef * KL estimate when the KL is in the loss).
+        Metrics add policy/approx_kl: mean k3 estimate of KL(old || new) per token (Schulman 2020)."""
         loss, metrics = self.policy_loss_fn(logprobs, old_logprobs, advantages, mask, params)
+        metrics["policy/approx_kl"] = masked_mean(kl_k3(old_logprobs, logprobs.detach()), mask)
         if ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward:
             kl = KL_ESTIMATORS[params.kl_estimator](logprobs, ref_logprobs)
             loss = loss + params.kl_coef * kl

@@ -10,15 +10,17 @@ from typing import Any
 
 from rlft.data.prompts import encode_prompts
 from rlft.rewards.answers import answers_equal, extract_answer, to_number
-from rlft.rollout.base import SamplingParams
+from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.hf import HFGenerator
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021, eq. 1):
     1 - C(n - c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"pass@k needs k <= n samples (k={k}, n={n})")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n correct samples (c={c}, n={n})")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n samples (k={k}, n={n})")
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
@@ -42,16 +44,55 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     return next(a for k, a in keyed if counts[k] == best)
 
 
-def score_row(completions: Sequence[str], reference: Any, k: int) -> dict[str, Any]:
+def score_row(
+    completions: Sequence[str], reference: Any, k: int, k_values: Sequence[int] = ()
+) -> dict[str, Any]:
+    """One prompt's K completions: accuracy, pass@k ("pass"), maj@k ("maj") and pass@j for each j
+    in k_values (all from the same samples)."""
     answers = [extract_answer(c) for c in completions]
     correct = [answers_equal(a, reference) for a in answers]
+    n, c = len(correct), sum(correct)
     return {
-        "accuracy": sum(correct) / len(correct),
-        "pass": pass_at_k(len(correct), sum(correct), k),
+        "accuracy": c / n,
+        "pass": pass_at_k(n, c, k),
+        **{f"pass@{j}": pass_at_k(n, c, j) for j in k_values},
         "maj": float(answers_equal(majority_answer(answers), reference)),
         "answers": answers,
         "correct": correct,
     }
+
+
+def check_k_values(k_values: Sequence[int], samples: int) -> list[int]:
+    """Sorted distinct k values; each must lie in 1..samples (pass@k needs k of the K samples)."""
+    bad = [k for k in k_values if not 1 <= k <= samples]
+    if bad:
+        raise ValueError(f"k values {bad} must lie between 1 and the samples per prompt ({samples})")
+    return sorted(set(k_values))
+
+
+def generate_batched(
+    model: Any,
+    tok: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    params: SamplingParams,
+    samples: int,
+    batch_size: int,
+    progress: bool = False,
+) -> Generations:
+    """K completions per prompt, `batch_size` sequences per generate call, with a progress bar
+    over the calls (stderr; only on a terminal)."""
+    from tqdm.auto import tqdm
+
+    generator = HFGenerator(model, tok, batch_size)
+    per_call = max(1, batch_size // samples)
+    starts = range(0, len(prompt_ids), per_call)
+    responses: list[list[int]] = []
+    finished: list[bool] = []
+    for start in tqdm(starts, desc="eval", unit="batch", disable=None if progress else True):
+        gens = generator.generate(prompt_ids[start : start + per_call], params, samples)
+        responses.extend(gens.response_ids)
+        finished.extend(gens.finished)
+    return Generations(response_ids=responses, finished=finished)
 
 
 def evaluate_rows(
@@ -67,46 +108,83 @@ def evaluate_rows(
     temperature: float | None = None,
     batch_size: int = 64,
     max_prompt_tokens: int = 2048,
+    k_values: Sequence[int] = (),
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Generate `samples` completions per row and score them with math answer equivalence.
 
-    temperature None means greedy for one sample and 1.0 for several.
+    temperature None means greedy for one sample and 1.0 for several. The summary holds accuracy,
+    pass@k and maj@k for k = samples, pass@j for each j in k_values, mean response tokens, the
+    truncated fraction, n, and "rows" (one record per row).
     """
+    if not rows:
+        raise ValueError("no rows to evaluate")
+    if samples < 1:
+        raise ValueError(f"samples per prompt must be >= 1, got {samples}")
+    k_values = check_k_values(k_values, samples)
     if temperature is None:
         temperature = 0.0 if samples == 1 else 1.0
     examples, _ = encode_prompts(rows, tok, prompt_field, system_prompt, max_prompt_tokens, "truncate")
-    generator = HFGenerator(model, tok, batch_size)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
-    gens = generator.generate([ex.ids for ex in examples], params, samples)
+    gens = generate_batched(model, tok, [ex.ids for ex in examples], params, samples, batch_size, progress)
     texts = tok.batch_decode(gens.response_ids, skip_special_tokens=True)
-    per_row, lengths = [], [len(r) for r in gens.response_ids]
+    per_row = []
     for i, row in enumerate(rows):
         comps = texts[i * samples : (i + 1) * samples]
-        scored = score_row(comps, row[answer_field], samples)
+        scored = score_row(comps, row[answer_field], samples, k_values)
         per_row.append(
             {"prompt": row[prompt_field], "answer": row[answer_field], "completions": comps, **scored}
         )
+    return summarize(per_row, gens, samples, k_values)
+
+
+def summarize(
+    per_row: Sequence[Mapping[str, Any]], gens: Generations, samples: int, k_values: Sequence[int]
+) -> dict[str, Any]:
+    """Means over rows of the per-row scores, plus generation length statistics."""
     n = len(per_row)
+
+    def mean_of(key: str) -> float:
+        return sum(r[key] for r in per_row) / n
+
+    lengths = [len(r) for r in gens.response_ids]
     return {
-        "accuracy": sum(r["accuracy"] for r in per_row) / n,
-        "pass@k": sum(r["pass"] for r in per_row) / n,
-        "maj@k": sum(r["maj"] for r in per_row) / n,
+        "accuracy": mean_of("accuracy"),
+        "pass@k": mean_of("pass"),
+        **{f"pass@{j}": mean_of(f"pass@{j}") for j in k_values},
+        "maj@k": mean_of("maj"),
         "k": samples,
-        "mean_response_tokens": sum(lengths) / max(len(lengths), 1),
+        "mean_response_tokens": sum(lengths) / len(lengths),
+        "truncated_frac": sum(not f for f in gens.finished) / len(gens.finished),
         "n": n,
-        "rows": per_row,
+        "rows": list(per_row),
     }
 
 
-SUMMARY_KEYS = ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")
+SUMMARY_KEYS = ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens", "truncated_frac")
+
+
+def eval_summary(res: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary without per-row records: the CLI contract's keys plus every pass@j."""
+    extra = sorted((k for k in res if k.startswith("pass@") and k != "pass@k"), key=_k_of)
+    return {k: res[k] for k in (*SUMMARY_KEYS, *extra) if k in res}
+
+
+def _k_of(key: str) -> int:
+    return int(key.split("@", 1)[1])
+
+
+def write_eval_rows(res: Mapping[str, Any], rows_path: str) -> None:
+    """Per-row results as JSONL: prompt, answer, completions, answers, correct, scores."""
+    with open(rows_path, "w") as f:
+        for r in res["rows"]:
+            f.write(json.dumps(r) + "\n")
 
 
 def write_eval_results(res: Mapping[str, Any], json_path: str | None, rows_path: str | None) -> None:
     """Summary as JSON (the CLI contract's keys) and per-row results as JSONL."""
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({k: res[k] for k in SUMMARY_KEYS}, f, indent=1)
+            json.dump(eval_summary(res), f, indent=1)
     if rows_path:
-        with open(rows_path, "w") as f:
-            for r in res["rows"]:
-                f.write(json.dumps(r) + "\n")
+        write_eval_rows(res, rows_path)

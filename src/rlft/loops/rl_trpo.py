@@ -21,7 +21,7 @@ from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, m
 from rlft.batch import ScoredBatch, batch_indices
 from rlft.forward import response_logits, response_logprobs
 from rlft.loops.rl_update import NonFiniteGuard, loss_mask
-from rlft.ops import gather_logprobs, masked_mean
+from rlft.ops import gather_logprobs, masked_mean, masked_sum
 
 
 def _surrogate_loss(
@@ -33,16 +33,17 @@ def _surrogate_loss(
     micro: int,
     share: bool,
     backward: bool,
-) -> float:
-    """-(sum_t w_t * exp(logp - old) * A_t) (+ KL-in-loss term); accumulates grads if `backward`."""
-    total = 0.0
+) -> tuple[float, float]:
+    """-(sum_t w_t * exp(logp - old) * A_t) (+ KL-in-loss term); accumulates grads if `backward`.
+    Returns (loss, mean policy entropy per loss token; 0 unless `backward`)."""
+    total, entropy_sum, tokens = 0.0, 0.0, 0.0
     for chunk in batch_indices(len(rows), micro):
         idx = rows[chunk]
         mb = batch.select(idx)
         r = mb.rollouts
         with torch.set_grad_enabled(backward):
-            logp, _ = response_logprobs(
-                model, r.input_ids, r.attention_mask, r.response_mask.shape[1], share_prompt=share
+            logp, entropy = response_logprobs(
+                model, r.input_ids, r.attention_mask, r.response_mask.shape[1], backward, share
             )
             tok = -torch.exp(logp - mb.old_logprobs) * mb.advantages
             if mb.ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward:
@@ -50,8 +51,11 @@ def _surrogate_loss(
             loss = (tok * weights[idx]).sum()
         if backward:
             loss.backward()
+            m = loss_mask(mb)
+            entropy_sum += float(masked_sum(entropy, m))
+            tokens += float(m.sum())
         total += float(loss.detach())
-    return total
+    return total, entropy_sum / max(tokens, 1.0)
 
 
 @contextmanager
@@ -137,12 +141,19 @@ def trpo_update(
     active = (algo.rows_with_gradient(batch, params) & mask.any(-1)).nonzero().squeeze(-1)
     for p in trainable:
         p.grad = None
-    loss_old = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=True)
+    loss_old, entropy = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=True)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
     g = torch.cat([x.reshape(-1) for x in grads])
     for p in trainable:
         p.grad = None
-    metrics = {"loss/policy": loss_old, "optim/grad_norm": float(g.norm()), "trpo/accepted": 0.0}
+    metrics = {
+        "loss/policy": loss_old,
+        "optim/grad_norm": float(g.norm()),
+        "policy/approx_kl": 0.0,  # KL(old || new) per token: 0 until a step is accepted
+        "trpo/accepted": 0.0,
+    }
+    if len(active):
+        metrics["policy/entropy"] = entropy  # of the rows with a gradient, before the step
     if not guard.check(loss_old, float(g.norm())) or float(g.norm()) == 0.0:
         return metrics
     stride = max(1, round(1 / max(t.fvp_fraction, 1e-6)))
@@ -156,7 +167,7 @@ def trpo_update(
         if frac == 0.0:
             return 0.0, 0.0
         with torch.no_grad():
-            loss_new = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=False)
+            loss_new, _ = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=False)
         return loss_old - loss_new, _kl_old_new(model, batch, everything, micro, share)
 
     res = backtracking_line_search(evaluate, t.max_kl, t.backtrack_ratio, t.max_backtracks)
@@ -167,6 +178,7 @@ def trpo_update(
             "trpo/surrogate_gain": res.surrogate_gain,
             "trpo/kl": res.kl,
             "trpo/line_search_tries": float(res.tries),
+            "policy/approx_kl": res.kl if res.accepted else 0.0,
         }
     )
     return metrics
