@@ -30,6 +30,7 @@ from rlft.algorithms.distill import (
 from rlft.data.preferences import encode_conversation, prompt_key
 from rlft.data.prompts import encode_prompts, load_eval_rows, load_train_rows
 from rlft.data.rows import DataError, require_fields
+from rlft.distributed import global_sum
 from rlft.forward import response_logits
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import run_supervised_loop
@@ -185,8 +186,9 @@ def batch_pairs(m: Models, batch: Sequence[DistillExample], cfg: DistillConfig, 
 
 
 def backward_token_mean(m: Models, prompts: list, responses: list, cfg: DistillConfig) -> dict[str, float]:
-    """Accumulate grad of (sum of the divergence over the step's response tokens) / (their count)."""
-    n_tokens = sum(len(r) for r in responses)
+    """Accumulate grad of (sum of the divergence over the step's response tokens, of every rank)
+    / (their count); metrics over every rank's tokens."""
+    n_tokens = global_sum(sum(len(r) for r in responses))
     mb = cfg.train.microbatch_size
     sums: dict[str, float] = {}
     for i in range(0, len(prompts), mb):
@@ -194,9 +196,10 @@ def backward_token_mean(m: Models, prompts: list, responses: list, cfg: DistillC
         (part["loss"] / n_tokens).backward()
         for k, v in part.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-    metrics = {f"distill/{k}": sums[k] / n_tokens for k in ("forward_kl", "reverse_kl", "logprob_gap")}
-    metrics.update({"loss/distill": sums["loss"] / n_tokens, "distill/tokens": float(n_tokens)})
-    metrics["rollout/response_len"] = n_tokens / len(responses)
+    names = ("forward_kl", "reverse_kl", "logprob_gap")
+    metrics = {f"distill/{k}": global_sum(sums[k]) / n_tokens for k in names}
+    metrics.update({"loss/distill": global_sum(sums["loss"]) / n_tokens, "distill/tokens": n_tokens})
+    metrics["rollout/response_len"] = n_tokens / global_sum(len(responses))
     return metrics
 
 

@@ -16,6 +16,7 @@ import torch
 
 from rlft.algorithms.preference import dpo_loss, pair_tensors
 from rlft.data.preferences import ranked_pairs
+from rlft.distributed import sum_over_ranks
 from rlft.forward import response_logprobs
 from rlft.loops.preference_run import (
     EncodedRanking,
@@ -55,7 +56,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
             (loss / n_rankings).backward()
             for k, v in {"loss/dpo": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v
-        return {k: v / n_rankings for k, v in sums.items()}
+        return {k: v / n_rankings for k, v in sum_over_ranks(sums).items()}  # items of all ranks
 
     @torch.no_grad()
     def evaluate(rankings: list[EncodedRanking]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from rlft.algorithms.preference import (
     plackett_luce_nll,
 )
 from rlft.data.preferences import ranked_pairs
+from rlft.distributed import sum_over_ranks
 from rlft.loops.preference_run import (
     EncodedRanking,
     encode_rankings,
@@ -55,6 +56,7 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
             (loss / n_rankings).backward()
             totals["loss"] += loss.item()
             _add_pair_counts(totals, scores.detach(), chunk)
+        totals = sum_over_ranks(totals)  # the step's items on every rank
         return {
             "loss/reward_model": totals["loss"] / n_rankings,
             "train/pair_accuracy": totals["correct"] / max(totals["pairs"], 1.0),

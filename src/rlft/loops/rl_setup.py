@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from rlft.algorithms import get_algorithm
+from rlft.algorithms.registry import AdvantageInputs
 from rlft.config import ConfigError, to_yaml
-from rlft.data.prompts import PromptStream, encode_prompts, load_eval_rows, load_train_rows
+from rlft.data.prompts import PromptStream, load_eval_rows, load_prompt_examples
+from rlft.distributed import barrier, init_distributed, is_main, main_first, on_global_rows, rank, world_size
 from rlft.fsutil import atomic_directory
 from rlft.loops.evaluate import evaluate_rows, write_eval_results
 from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm, load_tokenizer, resolve_model_path
@@ -26,6 +28,7 @@ from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
 from rlft.rollout.base import make_generator
 from rlft.schema.rl import RLConfig
+from rlft.sharding import FullParamsGenerator, full_parameters, full_state_dict, is_sharded, prepare_model
 from rlft.value import build_critic
 
 log = logging.getLogger(__name__)
@@ -96,13 +99,19 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     algo = get_algorithm(cfg.algo.name)
     cfg = dataclasses.replace(cfg, algo=algo.resolve(cfg.algo))
     arithmetic = batch_arithmetic(cfg)
+    init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    cfg = check_distributed(cfg, algo)
+    if world_size() > 1:
+        algo = dataclasses.replace(algo, advantage_fn=advantages_over_ranks(algo.advantage_fn))
     terms = build_terms(cfg.rewards, as_named(reward_fns), cfg.data)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    log.info("config:\n%s", to_yaml(cfg))
-    log.info("batch arithmetic: %s", json.dumps(arithmetic))
-    path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
+    if is_main():
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        log.info("config:\n%s", to_yaml(cfg))
+        log.info("batch arithmetic: %s (%d processes)", json.dumps(arithmetic), world_size())
+    with main_first():
+        path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
     seed_everything(cfg.seed)
     tok = load_tokenizer(path)
     model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
@@ -111,6 +120,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         model.gradient_checkpointing_enable()
     if cfg.model.lora_rank > 0:
         model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
+    model = prepare_model(model, cfg.dist.strategy)
     ref_model = None
     if algo.uses_ref_model(cfg.algo) and cfg.model.lora_rank > 0:
         ref_model = AdaptersOff(model)
@@ -120,16 +130,11 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
             .eval()
             .requires_grad_(False)
         )
+        ref_model = prepare_model(ref_model, cfg.dist.strategy, trainable=False)
     rounds = cfg.algo.max_sampling_rounds if cfg.algo.dynamic_sampling else 1
-    rows = load_train_rows(cfg.data, cfg.seed, cfg.train.steps * cfg.rollout.prompts_per_step * rounds)
-    examples, counts = encode_prompts(
-        rows,
-        tok,
-        cfg.data.prompt_field,
-        cfg.data.system_prompt,
-        prompt_token_limit(cfg, model),
-        cfg.data.overlong_prompts,
-    )
+    needed = cfg.train.steps * cfg.rollout.prompts_per_step * rounds
+    limit = prompt_token_limit(cfg, model)
+    examples, counts = load_prompt_examples(cfg.data, tok, limit, cfg.seed, needed, out_dir)
     log.info("%d training prompts (%s)", len(examples), counts)
     stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and bool(cfg.data.path))
     critic = None
@@ -137,21 +142,69 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     if algo.uses_value_model:
         v = cfg.algo.value
         critic = build_critic(v.kind, v.init_from, model, path, cfg.model.dtype, cfg.model.trust_remote_code)
-        critic.train()
+        critic = prepare_model(critic.train(), "ddp")
         groups.append({"params": list(critic.parameters()), "lr": v.lr or cfg.train.optim.lr})
     optimizer, scheduler = make_optimizer(groups, cfg.train.optim, cfg.train.steps)
     generator = make_generator(cfg.rollout.backend, model, tok, cfg.rollout.generation_batch_size)
+    if is_sharded(model):
+        generator = FullParamsGenerator(generator, model)
     parts = RunParts(model, ref_model, tok, optimizer, scheduler, critic)
     return cfg, parts, generator, algo, terms, stream
 
 
+def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
+    """ConfigError for what several processes cannot run (yet); under fsdp2 the prompt-sharing
+    forward is off (its number of forward passes varies by rank, FSDP2 needs them in step)."""
+    if world_size() == 1:
+        return cfg
+    n, strategy = world_size(), cfg.dist.strategy
+    if cfg.rollout.prompts_per_step % n:
+        raise ConfigError(
+            f"'rollout.prompts_per_step'={cfg.rollout.prompts_per_step} must be a multiple of the "
+            f"{n} processes (each takes an equal share of the prompts)"
+        )
+    one_process, ddp = "run it on one process", "use dist.strategy=ddp"
+    unsupported = [
+        (bool(cfg.algo.dynamic_sampling), "algo.dynamic_sampling=true", one_process),
+        (algo.update == "trpo", "algo.name=trpo", one_process),
+        (cfg.rollout.seed_per_prompt is False, "rollout.seed_per_prompt=false", one_process),
+        (strategy == "fsdp2" and cfg.model.lora_rank > 0, "model.lora_rank > 0 with fsdp2", ddp),
+        (strategy == "fsdp2" and algo.uses_value_model, f"algo.name={algo.name} (a critic) with fsdp2", ddp),
+        (strategy == "fsdp2" and cfg.eval.every > 0, "eval.every > 0 with fsdp2", ddp),
+    ]
+    for bad, what, instead in unsupported:
+        if bad:
+            raise ConfigError(f"{what} is not supported on several processes ({n} here) yet: {instead}")
+    if strategy == "fsdp2":
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, share_prompt_forward=False))
+    return cfg
+
+
+def advantages_over_ranks(advantage_fn: Any) -> Any:
+    """advantage_fn applied to the batch of every rank (group ids made distinct per rank), giving
+    this rank's rows: batch-wide statistics (whitening, scale_rewards=batch) see the global batch."""
+
+    def over_ranks(x: AdvantageInputs, params: Any) -> Any:
+        def on_rows(scores: Any, group_ids: Any, mask: Any, kl: Any, values: Any) -> Any:
+            return advantage_fn(AdvantageInputs(scores, group_ids, mask, kl, values), params)
+
+        offset = rank() * x.scores.shape[0]
+        return on_global_rows(on_rows, x.scores, x.group_ids + offset, x.mask, x.kl, x.values)
+
+    return over_ranks
+
+
 def save_final(parts: RunParts, out_dir: Path) -> Path:
-    """HF-format model (LoRA merged) + tokenizer in out_dir/final, written atomically."""
+    """HF-format model (LoRA merged) + tokenizer in out_dir/final, written atomically by rank 0
+    (under fsdp2 every rank takes part in gathering the weights)."""
     if is_peft(parts.model):
         parts.model = parts.model.merge_and_unload()
-    with atomic_directory(out_dir / "final", ".tmp-final-") as tmp:
-        parts.model.save_pretrained(tmp, safe_serialization=True)
-        parts.tok.save_pretrained(tmp)
+    state = full_state_dict(parts.model) if is_sharded(parts.model) else None
+    if is_main():
+        with atomic_directory(out_dir / "final", ".tmp-final-") as tmp:
+            parts.model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
+            parts.tok.save_pretrained(tmp)
+    barrier()
     return out_dir / "final"
 
 
@@ -159,35 +212,42 @@ def evaluate_heldout(
     cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str, model_dir: str | None = None
 ) -> dict[str, Any]:
     """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json. With
-    eval.fresh_process and a `model_dir`, a new `rlft eval` process loads the saved model."""
+    eval.fresh_process and a `model_dir`, a new `rlft eval` process loads the saved model (rank 0
+    only; the others return {}). In process, every rank evaluates (the same rows), rank 0 writes."""
+    fresh = model_dir is not None and cfg.eval.fresh_process
+    if fresh and not is_main():
+        return {}
     rows = load_eval_rows(cfg.eval.path, cfg.data, cfg.eval.limit)
     heldout = Path(cfg.eval.path) if cfg.eval.path else out_dir / "heldout.jsonl"
-    if not cfg.eval.path:
+    if not cfg.eval.path and is_main():
         heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
     t = time.perf_counter()
-    if model_dir is not None and cfg.eval.fresh_process:
+    if fresh:
         res = eval_in_fresh_process(cfg, model_dir, heldout, out_dir / f"eval_{tag}.json")
     else:
-        res = evaluate_rows(
-            parts.model,
-            parts.tok,
-            rows,
-            prompt_field=cfg.data.prompt_field,
-            answer_field=cfg.data.answer_field,
-            system_prompt=cfg.data.system_prompt,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-        )
+        with full_parameters(parts.model):
+            res = evaluate_rows(
+                parts.model,
+                parts.tok,
+                rows,
+                prompt_field=cfg.data.prompt_field,
+                answer_field=cfg.data.answer_field,
+                system_prompt=cfg.data.system_prompt,
+                max_new_tokens=cfg.eval.max_new_tokens,
+                batch_size=cfg.eval.batch_size,
+            )
         json_path = out_dir / f"eval_{tag}.json"
-        write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
+        if is_main():
+            write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
     res["seconds"] = time.perf_counter() - t
     summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
-    where = " in a fresh process" if model_dir is not None and cfg.eval.fresh_process else ""
-    print(
-        f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
-        f"on {res['n']} problems ({res['seconds']:.0f}s)",
-        flush=True,
-    )
+    where = " in a fresh process" if fresh else ""
+    if is_main():
+        print(
+            f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
+            f"on {res['n']} problems ({res['seconds']:.0f}s)",
+            flush=True,
+        )
     return summary
 
 

@@ -1,4 +1,5 @@
-"""The update phase of an RL step: epochs x minibatches x microbatches, with a non-finite guard."""
+"""The update phase of an RL step: epochs x minibatches x microbatches, with a non-finite guard;
+with several processes, over the batch of all ranks (loss normalised by global counts)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ import torch
 from rlft.algorithms import Algorithm
 from rlft.algorithms.core import aggregation_weights, clipped_value_loss
 from rlft.batch import ScoredBatch, batch_indices
+from rlft.distributed import (
+    all_reduce,
+    broadcast_object,
+    on_global_rows,
+    rank,
+    sum_gradients,
+    sum_over_ranks,
+    world_size,
+)
+from rlft.errors import RunError
 from rlft.forward import response_logprobs
 from rlft.ops import masked_mean
+from rlft.sharding import clip_grad_norm, is_sharded
 from rlft.value import response_values
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RunError):
     """Too many consecutive optimizer steps had a non-finite loss or grad norm."""
 
 
@@ -65,59 +77,96 @@ def minibatch_step(
     max_len: int | None = None,
     share_prompt: bool = True,
     critic: Any = None,
+    filler: ScoredBatch | None = None,
 ) -> dict[str, float]:
-    """One optimizer step over minibatch `mb`; loss normalised over the whole minibatch.
+    """One optimizer step over minibatch `mb` (this rank's rows of it); loss normalised over the
+    whole minibatch of every rank, gradients summed over ranks, metrics global.
     `max_len` is the constant normaliser's length (max_new_tokens; default: the batch's T);
     `share_prompt` runs each distinct prompt of a microbatch once (rlft.forward); with a `critic`,
-    the clipped value loss (weight params.value.coef) joins the policy loss."""
+    the clipped value loss (weight params.value.coef) joins the policy loss. Under fsdp2 every
+    rank must run as many forward passes as the others: extra ones run on `filler` (one row)
+    with weight 0."""
     mask = loss_mask(mb)
-    weights = aggregation_weights(mask, params.loss_agg, max_len or mask.shape[1])
+    agg = params.loss_agg
+    weights = on_global_rows(lambda m: aggregation_weights(m, agg, max_len or m.shape[1]), mask)
     optimizer.zero_grad(set_to_none=True)
     total_loss, sums, tokens = 0.0, defaultdict(float), 0.0
     # rows whose loss has zero gradient (e.g. zero advantage, no KL) skip the forward/backward:
     # exact, since the normalising weights above already count every row of the minibatch
     active = (algo.rows_with_gradient(mb, params) & mask.any(-1)).nonzero().squeeze(-1)
-    for chunk in batch_indices(len(active), microbatch_size):
-        idx = active[chunk]
-        micro = mb.select(idx)
-        r, m = micro.rollouts, mask[idx]
-        logprobs, entropy = response_logprobs(
-            model, r.input_ids, r.attention_mask, m.shape[1], with_entropy=True, share_prompt=share_prompt
+    chunks = [active[c] for c in batch_indices(len(active), microbatch_size)]
+    extra = _extra_passes(model, len(chunks), filler)  # before any pass: it is a collective
+    for idx in chunks:
+        loss, metrics, n = _microbatch_backward(
+            model, algo, mb.select(idx), mask[idx], weights[idx], params, share_prompt, critic
         )
-        old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
-        token_loss, metrics = algo.token_loss(logprobs, old, micro.ref_logprobs, micro.advantages, m, params)
-        if critic is not None:
-            value_loss = _value_loss(critic, micro, params)
-            token_loss = token_loss + params.value.coef * value_loss
-            metrics["loss/value"] = masked_mean(value_loss.detach(), m)
-        loss = (token_loss * weights[idx]).sum()
-        loss.backward()
-        total_loss += loss.item()
-        n = float(m.sum())
+        total_loss += loss
         tokens += n
-        metrics["policy/entropy"] = masked_mean(entropy, m)
         for k, v in metrics.items():
             sums[k] += float(v) * n
+    for _ in range(extra):
+        fm = loss_mask(filler)
+        _microbatch_backward(model, algo, filler, fm, torch.zeros(fm.shape), params, False, critic)
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable += list(critic.parameters()) if critic is not None else []
-    if len(active) == 0:  # what a full backward of an all-zero loss gives: zero gradients
+    if len(active) == 0 and all(p.grad is None for p in trainable):  # an all-zero loss: zero grads
         for p in trainable:
             p.grad = torch.zeros_like(p)
-    grad_norm = float(
-        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    sum_gradients(trainable)
+    grad_norm = clip_grad_norm(trainable, max_grad_norm)
+    totals = sum_over_ranks(
+        {**sums, "~loss": total_loss, "~tokens": tokens, "~active": len(active), "~rows": mb.rollouts.size}
     )
+    total_loss, tokens = totals.pop("~loss"), totals.pop("~tokens")
+    active_frac = totals.pop("~active") / max(totals.pop("~rows"), 1.0)
     if guard.check(total_loss, grad_norm):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    out = {k: v / max(tokens, 1.0) for k, v in sums.items()}
+    out = {k: v / max(tokens, 1.0) for k, v in totals.items()}
     out.update(
         {
             "loss/total" if critic is not None else "loss/policy": total_loss,
             "optim/grad_norm": grad_norm,
-            "perf/active_rows_frac": len(active) / max(mb.rollouts.size, 1),
+            "perf/active_rows_frac": active_frac,
         }
     )
     return out
+
+
+def _extra_passes(model: Any, passes: int, filler: ScoredBatch | None) -> int:
+    """Forward/backward passes this rank must add so that every rank runs as many as the
+    busiest one (fsdp2 gathers parameters in each pass, all ranks together); 0 otherwise.
+    Collective under fsdp2: every rank calls it before its first pass."""
+    if not is_sharded(model) or filler is None:
+        return 0
+    return int(all_reduce(torch.tensor([passes]), "max")[0]) - passes
+
+
+def _microbatch_backward(
+    model: Any,
+    algo: Algorithm,
+    micro: ScoredBatch,
+    m: torch.Tensor,
+    weights: torch.Tensor,
+    params: Any,
+    share_prompt: bool,
+    critic: Any,
+) -> tuple[float, dict[str, Any], float]:
+    """Backward of sum(token loss * weights) over one microbatch: (loss, metrics, tokens)."""
+    r = micro.rollouts
+    logprobs, entropy = response_logprobs(
+        model, r.input_ids, r.attention_mask, m.shape[1], with_entropy=True, share_prompt=share_prompt
+    )
+    old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
+    token_loss, metrics = algo.token_loss(logprobs, old, micro.ref_logprobs, micro.advantages, m, params)
+    if critic is not None:
+        value_loss = _value_loss(critic, micro, params)
+        token_loss = token_loss + params.value.coef * value_loss
+        metrics["loss/value"] = masked_mean(value_loss.detach(), m)
+    loss = (token_loss * weights).sum()
+    loss.backward()
+    metrics["policy/entropy"] = masked_mean(entropy, m)
+    return loss.item(), metrics, float(m.sum())
 
 
 def _value_loss(critic: Any, micro: ScoredBatch, params: Any) -> torch.Tensor:
@@ -140,20 +189,26 @@ def update_policy(
     share_prompt: bool = True,
     critic: Any = None,
 ) -> dict[str, float]:
-    """epochs x minibatches optimizer steps; returns metrics averaged over them."""
+    """epochs x minibatches optimizer steps; returns metrics averaged over them. Minibatches are
+    drawn from the batch of all ranks (rank r holds its rows r*B .. (r+1)*B - 1), so N ranks
+    take the same optimizer steps as one process holding the whole batch."""
     model.train()
     size = batch.rollouts.size
-    minibatch_size = min(minibatch_size, size)
+    total, first = size * world_size(), size * rank()
+    minibatch_size = min(minibatch_size, total)
+    filler = batch.select(torch.arange(1)) if is_sharded(model) and size else None
     all_metrics: dict[str, list[float]] = defaultdict(list)
     for _ in range(params.epochs):
-        order = torch.randperm(size) if params.epochs > 1 or minibatch_size < size else torch.arange(size)
-        for chunk in batch_indices(size, minibatch_size):
-            mb = batch.select(order[chunk])
+        order = torch.randperm(total) if params.epochs > 1 or minibatch_size < total else torch.arange(total)
+        order = broadcast_object(order)  # rank 0's: dropout may have moved the ranks' RNGs apart
+        for chunk in batch_indices(total, minibatch_size):
+            rows = order[chunk]
+            mine = rows[(rows >= first) & (rows < first + size)] - first
             step_metrics = minibatch_step(
                 model,
                 optimizer,
                 algo,
-                mb,
+                batch.select(mine),
                 params,
                 microbatch_size,
                 max_grad_norm,
@@ -161,6 +216,7 @@ def update_policy(
                 max_len,
                 share_prompt,
                 critic,
+                filler,
             )
             for k, v in step_metrics.items():
                 all_metrics[k].append(v)

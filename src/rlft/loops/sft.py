@@ -9,12 +9,15 @@ import logging
 import math
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from rlft.data.quarantine import REPORT_FILE, DataReport
 from rlft.data.rows import DataError
 from rlft.data.sft import SFTBatch, SFTExample, encode_conversations, load_conversations, sft_batches
+from rlft.distributed import global_sum
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import planned_steps, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
@@ -34,7 +37,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     if cfg.model.lora_rank > 0:
         model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
-    train, held, counts = load_examples(tok, cfg.data)
+    train, held, counts = load_examples(tok, cfg.data, Path(cfg.output_dir))
     _log_arithmetic(cfg, train, held)
     layout = partial(
         sft_batches,
@@ -68,9 +71,13 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     )
 
 
-def load_examples(tok: Any, cfg: SFTDataConfig) -> tuple[list[SFTExample], list[SFTExample], dict[str, int]]:
-    """Encoded training and held-out examples, and the summed over-long / no-target counts."""
-    train_convs, held_convs = load_conversations(cfg)
+def load_examples(
+    tok: Any, cfg: SFTDataConfig, out_dir: Path
+) -> tuple[list[SFTExample], list[SFTExample], dict[str, int]]:
+    """Encoded training and held-out examples, and the summed over-long / no-target counts. Bad
+    rows are left out up to data.max_bad_fraction, all listed in out_dir/data_report.json."""
+    report = DataReport(cfg.max_bad_fraction, out_dir / REPORT_FILE)
+    train_convs, held_convs = load_conversations(cfg, report)
     train, counts = encode_conversations(tok, train_convs, cfg.max_length, cfg.overlong)
     held, held_counts = encode_conversations(tok, held_convs, cfg.max_length, cfg.overlong)
     if not train:
@@ -115,17 +122,17 @@ def token_ce_sum(model: Any, batch: SFTBatch) -> torch.Tensor:
 
 def backward_token_mean(model: Any, batches: Sequence[SFTBatch]) -> dict[str, float]:
     """Accumulate grad of (sum of CE over the step's assistant tokens) / (their count), one
-    forward per batch; the count is taken from all batches before any backward pass."""
-    n_targets = sum(b.n_targets for b in batches)
+    forward per batch; the count is taken from all batches (of every rank) before any backward."""
+    n_targets = global_sum(sum(b.n_targets for b in batches))
     total = 0.0
     for b in batches:
         loss = token_ce_sum(model, b)
         (loss / n_targets).backward()
         total += loss.item()
     return {
-        "loss/sft": total / n_targets,
-        "sft/assistant_tokens": float(n_targets),
-        "sft/rows": float(sum(len(b.input_ids) for b in batches)),
+        "loss/sft": global_sum(total) / n_targets,
+        "sft/assistant_tokens": n_targets,
+        "sft/rows": global_sum(sum(len(b.input_ids) for b in batches)),
     }
 
 

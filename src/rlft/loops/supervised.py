@@ -5,6 +5,10 @@ atomic checkpoints, resume, held-out evaluation, graceful stop and the final HF-
 A trainer supplies two functions: `backward(batch, n_items) -> metrics` (accumulates the loss of
 a step's items into .grad, normalised as the trainer defines: per ranking, per token, ...) and
 `evaluate(heldout) -> metrics`. An item is whatever the trainer streams (a ranking, an example).
+
+Under torchrun (dist.strategy=ddp) each rank gets an equal share of every step's items and
+`n_items` counts the items of all ranks; a trainer that normalises by tokens sums its count over
+ranks (rlft.distributed.global_sum). Gradients are summed over ranks, metrics averaged.
 """
 
 from __future__ import annotations
@@ -17,15 +21,28 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
-from rlft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from rlft.config import to_yaml
+from rlft.checkpoint import latest_checkpoint
+from rlft.config import ConfigError, to_yaml
 from rlft.data.prompts import PromptStream
+from rlft.dist_checkpoint import load_checkpoint, save_checkpoint
+from rlft.distributed import (
+    any_rank,
+    barrier,
+    init_distributed,
+    is_main,
+    rank_log_dir,
+    rank_slice,
+    reduce_metrics,
+    sum_gradients,
+    world_size,
+)
 from rlft.fsutil import atomic_directory
+from rlft.loops.rl_update import NonFiniteGuard
 from rlft.metrics import RunLogger
 from rlft.models import is_peft
 from rlft.optim import make_optimizer
+from rlft.schema.common import check_step_sizes
+from rlft.sharding import clip_grad_norm, prepare_model
 from rlft.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -56,8 +73,14 @@ def run_supervised_loop(
     train.{steps, epochs, save_every, keep_checkpoints, eval_every, optim}."""
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    check_processes(cfg, items_per_step)
+    model = prepare_model(model, cfg.dist.strategy)
+    if is_main():
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    check_step_sizes(cfg.train)
     steps = planned_steps(cfg.train.steps, cfg.train.epochs, len(train), items_per_step)
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)  # skips non-finite steps (reliability)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.train.optim, steps)
     stream = PromptStream(train, cfg.seed)
     ckpt_root, step = out_dir / "checkpoints", 0
@@ -65,30 +88,39 @@ def run_supervised_loop(
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         step = int(state["step"])
         stream.load_state_dict(state["stream"])
+        guard.load_state_dict(state.get("guard", guard.state_dict()))
         log.info("resumed from %s (step %d)", ckpt, step)
-    logger = RunLogger(out_dir, steps, step, cfg.log.tensorboard, cfg.log.progress, desc=desc)
+    log_dir, log_cfg = rank_log_dir(out_dir, cfg.log)  # rank 0: out_dir; others: ranks/rank-N
+    logger = RunLogger.for_config(log_dir, log_cfg, steps, step, desc)
     metrics: dict[str, float] = {}
     with GracefulStop() as stop:
         try:
             while step < steps:
                 model.train()
                 optimizer.zero_grad(set_to_none=True)
-                batch = stream.take(items_per_step)
-                metrics = backward(batch, len(batch))
+                batch = stream.take(items_per_step)  # every rank: the same items; then its share
+                metrics = backward(batch[rank_slice(len(batch), "items per step")], len(batch))
+                sum_gradients([p for p in model.parameters() if p.requires_grad])
+                metrics = reduce_metrics(metrics)
                 clip = cfg.train.optim.max_grad_norm
+                grad_norm = clip_grad_norm(list(model.parameters()), clip)
                 if clip > 0:
-                    metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-                optimizer.step()
+                    metrics["grad_norm"] = grad_norm
+                loss = sum(v for k, v in metrics.items() if k.startswith("loss"))
+                if guard.check(loss, grad_norm):  # else: skipped, counted; aborts after K in a row
+                    optimizer.step()
+                metrics["optim/skipped_steps"] = float(guard.skipped)
                 metrics["lr"] = scheduler.get_last_lr()[0]
                 scheduler.step()
                 step += 1
                 every = cfg.train.eval_every
                 if heldout and ((every and step % every == 0) or step == steps):
                     metrics.update({f"eval/{k}": v for k, v in evaluate(heldout).items()})
+                stop.requested = any_rank(stop.requested)  # every rank stops after the same step
                 logger.log_metrics(step, metrics)
                 every = cfg.train.save_every
                 if (every and step % every == 0) or step == steps or stop.requested:
-                    state = {"step": step, "stream": stream.state_dict()}
+                    state = {"step": step, "stream": stream.state_dict(), "guard": guard.state_dict()}
                     save_checkpoint(
                         ckpt_root, step, model, optimizer, scheduler, state, cfg.train.keep_checkpoints
                     )
@@ -97,7 +129,8 @@ def run_supervised_loop(
                     return {"metrics": metrics, "steps": step, "stopped": True}
         finally:
             logger.close()
-    final = save_final_model(model, tok, out_dir)
+    final = save_final_model(model, tok, out_dir) if is_main() else out_dir / "final"
+    barrier()
     results = {
         "metrics": metrics,
         "steps": step,
@@ -106,8 +139,22 @@ def run_supervised_loop(
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **(summary_extra or {}),
     }
-    (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
+    if is_main():
+        (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def check_processes(cfg: Any, items_per_step: int) -> None:
+    """ConfigError for what several processes cannot run here (yet)."""
+    n = world_size()
+    if n == 1:
+        return
+    if cfg.dist.strategy != "ddp":
+        raise ConfigError(
+            f"dist.strategy={cfg.dist.strategy}: this loop runs on several processes with ddp only"
+        )
+    if items_per_step % n:
+        raise ConfigError(f"the items per step ({items_per_step}) must be a multiple of the {n} processes")
 
 
 def save_final_model(model: Any, tok: Any, out_dir: Path) -> Path:

@@ -13,6 +13,9 @@ class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0
+    # one seed per prompt: its completions come from its own RNG, so they do not depend on which
+    # prompts share the call or the process (world-size invariance); None = the global torch RNG
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,25 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
-def next_tokens(logits: Tensor, params: SamplingParams) -> Tensor:
-    """Greedy (temperature 0) or sampled next tokens from logits [N, V] -> [N]."""
+def next_tokens(
+    logits: Tensor,
+    params: SamplingParams,
+    generators: Sequence[torch.Generator] | None = None,
+    owners: Tensor | None = None,
+) -> Tensor:
+    """Greedy (temperature 0) or sampled next tokens from logits [N, V] -> [N]. With per-prompt
+    `generators`, row i samples from generators[owners[i]] (rows of one owner in row order)."""
     if params.temperature <= 0:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+    probs = torch.softmax(logits, dim=-1)
+    if generators is None or owners is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
+    for owner in owners.unique().tolist():
+        rows = owners == owner
+        tokens[rows] = torch.multinomial(probs[rows], 1, generator=generators[owner]).squeeze(-1)
+    return tokens
 
 
 @torch.no_grad()
@@ -78,8 +91,13 @@ def decode(
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     responses: list[list[int]] = [[] for _ in range(n)]
     finished = [False] * n
+    generators = None
+    if params.seeds is not None:
+        if len(params.seeds) != prompts.shape[0]:
+            raise ValueError(f"{len(params.seeds)} sampling seeds for {prompts.shape[0]} prompts")
+        generators = [torch.Generator(device=device).manual_seed(s) for s in params.seeds]
     for step in range(params.max_new_tokens):
-        tokens = next_tokens(logits, params)
+        tokens = next_tokens(logits, params, generators, alive // repeats)
         for row, tok in zip(alive.tolist(), tokens.tolist(), strict=True):
             responses[row].append(tok)
         done = torch.isin(tokens, eos)

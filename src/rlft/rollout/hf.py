@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -73,10 +74,13 @@ class HFGenerator:
                 ids, mask = left_pad(prompt_ids[start : start + per_call], self.tok.pad_token_id)
                 device = next(self.model.parameters()).device
                 ids, mask = ids.to(device), mask.to(device)
+                call = params
+                if params.seeds is not None:
+                    call = replace(params, seeds=params.seeds[start : start + per_call])
                 if self.use_generate:
-                    out = self._hf_generate(ids, mask, params, samples_per_prompt)
+                    out = self._hf_generate(ids, mask, call, samples_per_prompt)
                 else:
-                    out = decode(self.model, ids, mask, samples_per_prompt, params, self.eos)
+                    out = decode(self.model, ids, mask, samples_per_prompt, call, self.eos)
                 responses.extend(out.response_ids)
                 finished.extend(out.finished)
         finally:
@@ -84,6 +88,20 @@ class HFGenerator:
         return Generations(response_ids=responses, finished=finished)
 
     def _hf_generate(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams, repeats: int):
+        if params.seeds is not None:  # one call per prompt, each from its own seed
+            parts = []
+            for i, seed in enumerate(params.seeds):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    parts.append(
+                        self._hf_generate(
+                            ids[i : i + 1], mask[i : i + 1], replace(params, seeds=None), repeats
+                        )
+                    )
+            return Generations(
+                response_ids=[r for p in parts for r in p.response_ids],
+                finished=[f for p in parts for f in p.finished],
+            )
         from transformers import GenerationConfig
 
         greedy = params.temperature <= 0

@@ -1,0 +1,127 @@
+"""Checkpoints of runs on one or several processes, in one format: rlft.checkpoint's
+single-process layout (HF safetensors weights, optimizer.pt, scheduler, RNG, trainer state).
+
+- One process: exactly rlft.checkpoint.save_checkpoint / load_checkpoint.
+- ddp: every rank holds the same model and optimizer state, so rank 0 writes them as one
+  process would; on resume every rank reads the same files.
+- fsdp2: every rank takes part in gathering the whole weights and optimizer state; rank 0
+  writes them; on resume each rank loads its shard of them.
+
+Atomic across ranks: rank 0 writes to a temp dir, marks it complete and renames it; the other
+ranks wait for its outcome (and fail with its error). As the format does not depend on the
+world size or the strategy, a run may resume on a different number of processes.
+Checkpoints live in output_dir, which every rank must see (a shared filesystem across nodes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from rlft import checkpoint
+from rlft.checkpoint import COMPLETE, CRITIC, TRAINABLE, CheckpointError, check_signature, run_signature
+from rlft.distributed import broadcast_object, is_main, world_size
+from rlft.sharding import (
+    full_optimizer_state,
+    full_state_dict,
+    is_sharded,
+    load_full_optimizer_state,
+    load_full_state_dict,
+)
+
+
+class _GatheredModel:
+    """A sharded model as rlft.checkpoint sees it: save_pretrained writes the gathered weights."""
+
+    def __init__(self, model: Any, state: Mapping[str, torch.Tensor]):
+        self._model, self._state = model, state
+
+    def save_pretrained(self, directory: Any, **kwargs: Any) -> None:
+        self._model.save_pretrained(directory, state_dict=dict(self._state), **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+    critic: Any = None,
+    tokenizer: Any = None,
+    run_info: Mapping[str, Any] | None = None,
+) -> Path:
+    """rlft.checkpoint.save_checkpoint, on every rank of the run (see the module docstring)."""
+    if world_size() == 1:
+        return checkpoint.save_checkpoint(
+            root, step, model, optimizer, scheduler, trainer_state, keep, critic, tokenizer, run_info
+        )
+    writer_model, writer_optimizer = model, optimizer
+    if is_sharded(model):  # collectives: every rank, before rank 0 writes
+        writer_model = _GatheredModel(model, full_state_dict(model))
+        gathered = full_optimizer_state(optimizer)
+        writer_optimizer = SimpleNamespace(state_dict=lambda: gathered)
+    error = None
+    if is_main():
+        try:
+            checkpoint.save_checkpoint(
+                root,
+                step,
+                writer_model,
+                writer_optimizer,
+                scheduler,
+                trainer_state,
+                keep,
+                critic,
+                tokenizer,
+                run_info,
+            )
+        except Exception as e:  # every rank fails with rank 0's error, none waits forever
+            error = f"{type(e).__name__}: {e}"
+    error = broadcast_object(error)
+    if error is not None:
+        raise CheckpointError(f"rank 0 could not write checkpoint step-{step}: {error}")
+    return root / f"step-{step}"
+
+
+def load_checkpoint(
+    path: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    critic: Any = None,
+    run_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """rlft.checkpoint.load_checkpoint, on every rank of the run; all ranks must pick the same
+    checkpoint."""
+    if world_size() > 1 and broadcast_object(str(path)) != str(path):
+        raise CheckpointError(
+            f"this rank would resume from {path}, rank 0 from another checkpoint: output_dir must be "
+            "on a filesystem every node shares"
+        )
+    if not is_sharded(model):
+        return checkpoint.load_checkpoint(path, model, optimizer, scheduler, critic, run_info)
+    if not (path / COMPLETE).exists():
+        raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    check_signature(path, run_signature(model, critic, run_info))
+    files = sorted(f for f in path.glob("*.safetensors") if f.name not in (CRITIC, TRAINABLE))
+    if not files:
+        raise FileNotFoundError(f"{path}: no .safetensors weights")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(f))
+    load_full_state_dict(model, weights)
+    load_full_optimizer_state(optimizer, torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    checkpoint.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    return json.loads((path / "trainer_state.json").read_text())

@@ -1,0 +1,168 @@
+"""Training strategies over the process group: `ddp` (every rank holds the whole model; gradients
+are summed over ranks once per optimizer step, rlft.distributed.sum_gradients) and `fsdp2`
+(torch's `fully_shard`: each rank holds 1/N of every parameter, gradient and optimizer state;
+parameters are gathered layer by layer for each forward pass).
+
+Also what the loops need around a sharded model: the whole parameters for generation,
+gathered state dicts in the single-process format (so checkpoints move between world sizes and
+strategies), and gradient-norm clipping that works on either kind of parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlft.distributed import broadcast_parameters, world_size
+from rlft.rollout.base import Generations, SamplingParams
+
+STRATEGIES = ("ddp", "fsdp2")
+
+
+def is_sharded(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn.Module:
+    """The model ready for `strategy` (in place). ddp: trained parameters copied from rank 0; fsdp2: each
+    decoder layer, then the whole model, sharded over all ranks, gradients summed (not averaged)
+    because the loops already divide the loss by global counts."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy 'dist.strategy={strategy}' ({', '.join(STRATEGIES)})")
+    if world_size() == 1:
+        return model
+    if strategy == "ddp":
+        if trainable:  # a frozen model (the reference) is loaded from the same files everywhere
+            broadcast_parameters(model)
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+    mesh = init_device_mesh(device, (world_size(),))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    if trainable:
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                m.set_gradient_divide_factor(1.0)
+                m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-scaled sum
+    return model
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated transformer blocks (each becomes one FSDP2 unit)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise ValueError(f"dist.strategy=fsdp2: cannot find the decoder layers of {type(model).__name__}")
+    return list(layers)
+
+
+def _fsdp_units(model: nn.Module) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def full_parameters(model: Any) -> Iterator[None]:
+    """Inside the block every rank holds the whole parameters and forward passes need no
+    collective, so ranks may run different numbers of them (generation, evaluation). Entering
+    and leaving are collective under fsdp2; a no-op otherwise."""
+    if not is_sharded(model):
+        yield
+        return
+    units = _fsdp_units(model)
+    model.set_reshard_after_forward(False)
+    for u in units:
+        u.unshard()  # collective: every rank, same order
+    try:
+        yield
+    finally:
+        model.set_reshard_after_forward(True)  # layers: free after each forward (FSDP2's default)
+        model.set_reshard_after_forward(False, recurse=False)  # the root keeps its default
+        for u in units:
+            u.reshard()
+
+
+class FullParamsGenerator:
+    """A Generator over a sharded policy: gathers the whole parameters for each generate call
+    (colocated generation, the memory of one full copy while it samples)."""
+
+    def __init__(self, inner: Any, model: Any):
+        self.inner, self.model = inner, model
+
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, samples_per_prompt: int = 1
+    ) -> Generations:
+        with full_parameters(self.model):
+            return self.inner.generate(prompt_ids, params, samples_per_prompt)
+
+    def sync_weights(self, model: Any) -> None:
+        self.inner.sync_weights(model)
+
+
+def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> float:
+    """Global grad norm before clipping (over all ranks' shards under fsdp2); clips to max_norm
+    when > 0."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def _full(t: Any) -> Any:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict on every rank (plain tensors; collective under fsdp2); a tensor
+    shared by several names (tied embeddings) appears once, under its first name."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in module.state_dict(keep_vars=True).items():
+        if id(v) not in seen:
+            seen.add(id(v))
+            out[k] = _full(v).detach()
+    return out
+
+
+def load_full_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load whole tensors into a (possibly sharded) module; every rank passes the same state."""
+    if not is_sharded(module):
+        module.load_state_dict(state, strict=False)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(module, dict(state), options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """optimizer.state_dict() with every sharded state tensor gathered whole: the single-process
+    format, whatever the strategy (collective under fsdp2)."""
+    s = optimizer.state_dict()
+    state = {i: {k: _full(v) for k, v in st.items()} for i, st in s["state"].items()}
+    return {"state": state, "param_groups": s["param_groups"]}
+
+
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any]) -> None:
+    """Load a single-process-format optimizer state; sharded parameters get their shard of each
+    state tensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state = {}
+    for i, st in saved["state"].items():
+        p = params[int(i)]
+        state[i] = {
+            k: distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
+            if isinstance(p, DTensor) and v.dim() > 0
+            else v
+            for k, v in st.items()
+        }
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
