@@ -22,6 +22,7 @@ from rlft.cli_training import (
 )
 from rlft.config import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
+from rlft.errors import RunError
 from rlft.label.cli import add_label_parser, cmd_label
 
 
@@ -49,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--docs", action="store_true", help="list every key with its default and doc")
     c.add_argument("overrides", nargs="*")
     e = sub.add_parser("eval", help="accuracy, pass@k and maj@k on a JSONL of prompt/answer rows")
-    e.add_argument("--model", required=True, help="HF id, local directory or alias")
+    e.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        action="extend",
+        help="HF id, local dir, alias, run final/ or checkpoints/step-N; several = side by side",
+    )
     e.add_argument("--data", required=True, help="JSONL with `prompt` (or chat messages) and `answer`")
     e.add_argument("--samples", type=int, default=1, help="completions per prompt (K)")
     e.add_argument("--max-new-tokens", type=int, default=64)
@@ -60,11 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--system-prompt", default=None)
     e.add_argument("--limit", type=int, default=0, help="only the first N rows")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--k-values", type=_k_list, default=(), help="extra pass@k values, e.g. 1,4,8 (<= K)")
+    e.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
     e.add_argument("--json", dest="json_out", help="write the summary as JSON here")
-    e.add_argument("--rows-out", help="write per-row results (JSONL) here")
+    e.add_argument(
+        "--rows-out",
+        "--rows",
+        help="per-row results (JSONL); several models: one file each, ROWS.<model>.jsonl",
+    )
     _sandbox_parser(sub)
     add_label_parser(sub)
+    _report_parser(sub)
     return parser
+
+
+def _k_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,4,8, got '{text}'") from None
 
 
 def _rm_parser(sub) -> None:
@@ -114,22 +135,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from rlft.data.rows import read_rows, require_fields
-    from rlft.loops.evaluate import evaluate_rows, write_eval_results
-    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlft.loops.eval_models import EvalOptions, comparison_table, evaluate_models, write_outputs
 
-    torch.manual_seed(args.seed)
     rows = read_rows(args.data)
     require_fields(rows, [args.prompt_field, args.answer_field])
     rows = rows[: args.limit] if args.limit else rows
-    path = resolve_model_path(args.model)
-    tok, model = load_tokenizer(path), load_causal_lm(path).eval()
-    res = evaluate_rows(
-        model,
-        tok,
-        rows,
+    opts = EvalOptions(
         prompt_field=args.prompt_field,
         answer_field=args.answer_field,
         system_prompt=args.system_prompt,
@@ -137,13 +149,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         batch_size=args.batch_size,
+        k_values=args.k_values,
+        seed=args.seed,
+        device=args.device,
     )
-    k = res["k"]
-    print(
-        f"model {args.model}: accuracy {res['accuracy']:.4f}  pass@{k} {res['pass@k']:.4f}  "
-        f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
-    )
-    write_eval_results(res, args.json_out, args.rows_out)
+    results = evaluate_models(args.model, rows, opts)
+    if len(results) > 1:
+        print(comparison_table(results))
+    for path in write_outputs(results, args.json_out, args.rows_out):
+        print(f"per-row results: {path}")
     return 0
 
 
@@ -170,6 +184,22 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def _report_parser(sub) -> None:
+    r = sub.add_parser("report", help="HTML report of a run: plots, alarms, eval, samples (also mid-run)")
+    r.add_argument("run_dir", help="run directory (output_dir of rlft rl / sft / ...)")
+    r.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="runs overlaid on the plots")
+    r.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html; PNGs beside it)")
+    r.add_argument("--sample-steps", type=int, default=10, help="steps whose sample completions are shown")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlft.report import write_report
+
+    path = write_report(args.run_dir, args.compare, args.out, args.sample_steps)
+    print(f"report written to {path} (plots in {path.with_suffix('')}/)")
+    return 0
+
+
 COMMANDS = {
     "rl": cmd_rl,
     "sft": cmd_sft,
@@ -181,6 +211,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "sandbox": cmd_sandbox,
     "label": cmd_label,
+    "report": cmd_report,
 }
 RM_SUBCOMMANDS = ("train", "score", "-h", "--help")
 
@@ -209,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         print(f"rlft {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"rlft {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rlft: interrupted; resume with --resume", file=sys.stderr)
         return 130

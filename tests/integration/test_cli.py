@@ -48,7 +48,7 @@ def test_rl_cli_writes_every_artifact(cli, tmp_path, tiny_model_path):
         assert 0.0 <= m["reward/mean"] <= 1.5
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4  # log.samples_per_step = 4, 2 steps
-    assert set(samples[0]) == {"step", "prompt", "completion", "score", "answer"}
+    assert set(samples[0]) == {"step", "prompt", "completion", "score", "answer", "group", "tag"}
 
     assert list(out.glob("events.out.tfevents.*")), sorted(p.name for p in out.iterdir())
     ckpts = out / "checkpoints"
@@ -173,3 +173,22 @@ def test_eval_cli_bad_data_names_line(cli, tmp_path, tiny_model_path):
 def test_cli_runs_from_any_directory_with_absolute_paths(cli, tmp_path):
     p = cli("check-config", "--config", str(Path(__file__).parents[2] / TINY), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+
+
+def test_a_run_error_is_one_line_without_traceback(cli, tmp_path):
+    # a reward function that raises, with on_error=error: RewardError (a RunError) -> exit 1
+    boom = tmp_path / "boom.py"
+    boom.write_text("def boom(prompt, completion, example):\n    raise ValueError('kaput')\n")
+    p = cli(
+        "rl",
+        "--config",
+        TINY,
+        f"output_dir={tmp_path / 'run'}",
+        f"rewards=[{{fn: '{boom}:boom', on_error: error}}]",
+        "train.steps=1",
+        "eval.before=false",
+        "eval.after=false",
+    )
+    assert p.returncode == 1, p.stderr
+    assert "rlft rl: error:" in p.stderr and "boom" in p.stderr and "kaput" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -13,22 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from rlft.alarms import AlarmWatch, alarm_record, empty_answer_frac
 from rlft.algorithms import Algorithm
 from rlft.algorithms.core import KL_ESTIMATORS
 from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import AdvantageInputs
 from rlft.batch import ScoredBatch
-from rlft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlft.checkpoint import latest_checkpoint
+from rlft.config import to_dict
 from rlft.data.prompts import PromptStream
+from rlft.dist_checkpoint import load_checkpoint, save_checkpoint  # one or several processes
+from rlft.distributed import any_rank, global_mean, is_main, rank_log_dir, reduce_metrics, world_size
 from rlft.forward import rollout_logprobs
 from rlft.loops.rl_collect import collect_rollouts
+from rlft.loops.rl_eval import PeriodicEval
+from rlft.loops.rl_records import rollout_metrics, sample_records
 from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, save_final, setup_run
 from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
-from rlft.metrics import RunLogger
-from rlft.ops import masked_sum
+from rlft.metrics import RunLogger, read_jsonl_records
+from rlft.ops import masked_mean, masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rollout.base import Generator
 from rlft.schema.rl import RLConfig
@@ -110,6 +114,7 @@ def rl_step(
     if ref and batch.old_logprobs is not None:
         kl = KL_ESTIMATORS[p.kl_estimator](batch.old_logprobs, batch.ref_logprobs)
         metrics["policy/kl_ref_seq"] = float(masked_sum(kl, rollouts.response_mask) / rollouts.size)
+        metrics["policy/kl"] = float(masked_mean(kl, rollouts.response_mask))  # a KL loss term overrides
     inputs = AdvantageInputs(scores, rollouts.group_ids, rollouts.response_mask, kl, values)
     advantages, returns = algo.advantage_fn(inputs, p)
     extras = {} if values is None else {"values": values, "returns": returns}
@@ -124,8 +129,9 @@ def rl_step(
     # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
     generator.sync_weights(parts.model)
     if "policy/kl_ref_seq" in metrics:
-        metrics["policy/kl_coef"] = state.kl.update(metrics["policy/kl_ref_seq"], rollouts.size)
-    metrics.update(rollout_metrics(batch))
+        kl_seq, n_seqs = global_mean(metrics["policy/kl_ref_seq"]), rollouts.size * world_size()
+        metrics["policy/kl_coef"] = state.kl.update(kl_seq, n_seqs)  # the same on every rank
+    metrics.update(rollout_metrics(batch, cfg.diagnostics))
     metrics.update(lap.times)
     metrics["perf/step_s"] = sum(lap.times.values())
     gen_tokens = float(rollouts.response_mask.sum())
@@ -156,39 +162,6 @@ def update(
         share,
         parts.critic,
     )
-
-
-def rollout_metrics(batch: ScoredBatch) -> dict[str, float]:
-    r = batch.rollouts
-    lengths = r.response_mask.sum(-1).float()
-    groups = r.group_ids.unique()
-    flat = sum(float(batch.scores[r.group_ids == g].std(unbiased=False)) == 0.0 for g in groups)
-    return {
-        "rollout/response_len": float(lengths.mean()),
-        "rollout/response_len_max": float(lengths.max()),
-        "rollout/truncated_frac": float(r.truncated.float().mean()),
-        "rollout/zero_std_groups_frac": flat / max(len(groups), 1),
-        "reward/max": float(batch.scores.max()),
-        "reward/min": float(batch.scores.min()),
-    }
-
-
-def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
-    """n samples spread over the prompts: the first sample of each prompt, then the second, ..."""
-    r = batch.rollouts
-    rank = torch.zeros(r.size, dtype=torch.long)
-    for i in range(1, r.size):
-        rank[i] = rank[i - 1] + 1 if r.group_ids[i] == r.group_ids[i - 1] else 0
-    order = sorted(range(r.size), key=lambda i: (int(rank[i]), i))[:n]
-    return [
-        {
-            "prompt": r.prompts[i],
-            "completion": r.completions[i],
-            "score": float(batch.scores[i]),
-            "answer": r.examples[i].get("answer"),
-        }
-        for i in order
-    ]
 
 
 class PhaseTimer:
@@ -224,7 +197,9 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     results: dict[str, Any] = {"eval": {}}
     if config.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
         state.load_state_dict(
-            load_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler, parts.critic)
+            load_checkpoint(
+                ckpt, parts.model, parts.optimizer, parts.scheduler, parts.critic, _run_info(config)
+            )
         )
         log.info("resumed from %s (step %d)", ckpt, state.step)
         results["eval"] = _previous_summary(out_dir).get("eval", {})
@@ -233,7 +208,12 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     if state.step == 0 and config.eval.before:
         with timer("eval_before"):
             results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
-    logger = RunLogger(out_dir, config.train.steps, state.step, config.log.tensorboard, config.log.progress)
+    periodic_eval = PeriodicEval(config)
+    log_dir, log_config = rank_log_dir(out_dir, config.log)  # rank 0: out_dir; others: ranks/rank-N
+    logger = RunLogger.for_config(log_dir, log_config, config.train.steps, state.step, "rl", to_dict(config))
+    # alarms hook (rlft.alarms): history in memory; a resumed run rebuilds it from metrics.jsonl
+    past = read_jsonl_records(logger.metrics_path)
+    watch = AlarmWatch(config.alarms, past) if config.alarms.enabled else None
     metrics: dict[str, float] = {}
     with GracefulStop() as stop:
         try:
@@ -241,7 +221,15 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
                 with timer("train"):
                     metrics, batch = rl_step(config, parts, generator, algo, terms, state)
                 state.step += 1
+                if periodic_eval.due(state.step):  # eval/* at this step; training RNG untouched
+                    with timer("eval_periodic"):
+                        metrics.update(periodic_eval(parts.model, parts.tok, state.step))
+                metrics["rollout/empty_answer_frac"] = empty_answer_frac(batch.rollouts.completions)  # alarms
+                metrics = reduce_metrics(metrics)  # over ranks: rank 0 logs global values
+                stop.requested = any_rank(stop.requested)  # every rank stops after the same step
                 logger.log_metrics(state.step, metrics)
+                for firing in watch.observe({"step": state.step, **metrics}) if watch else []:  # alarms hook
+                    logger.log_alarm(alarm_record(state.step, firing))
                 logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
                 every = config.train.save_every
                 if (every and state.step % every == 0) or state.step == config.train.steps or stop.requested:
@@ -264,7 +252,8 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
             results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
-    (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
+    if is_main():  # rank 0 writes the summary
+        (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
 
 
@@ -279,7 +268,13 @@ def _checkpoint(config: RLConfig, parts: RunParts, state: RLState, root: Path) -
         config.train.keep_checkpoints,
         parts.critic,
         parts.tok,
+        _run_info(config),
     )
+
+
+def _run_info(config: RLConfig) -> dict[str, str]:
+    """What a checkpoint of this run records and a resume must match (rlft.checkpoint)."""
+    return {"algorithm": config.algo.name}
 
 
 def _previous_summary(out_dir: Path) -> dict[str, Any]:

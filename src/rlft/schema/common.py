@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from rlft.config import field
+from rlft.config import ConfigError, field
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class DataConfig:
         "truncate", "what to do with longer prompts (truncate keeps the end; each case is counted)"
     )
     shuffle: bool = field(True, "shuffle prompts each epoch (seeded)")
+    max_bad_fraction: float = field(
+        0.0,
+        "share of rows that may be bad (unreadable line, missing / empty / wrongly typed prompt, "
+        "duplicate id) and are left out; above it the run stops. All are listed in data_report.json",
+    )
+    id_field: str = field(
+        "id", "row field holding a unique id: a repeated id is a bad row (empty = no check)"
+    )
     arithmetic: ArithmeticConfig = field(ArithmeticConfig(), "built-in arithmetic task")
 
 
@@ -61,6 +70,34 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    tensorboard: bool = field(True, "write TensorBoard event files to output_dir")
+    tensorboard: bool = field(True, "TensorBoard event files in output_dir (false drops it from backends)")
+    backends: list[Literal["tensorboard", "wandb", "trackio"]] = field(
+        ["tensorboard"], "loggers besides metrics.jsonl (wandb, trackio: extras rlft[wandb] / [trackio])"
+    )
+    project: str = field("rlft", "wandb / trackio project name (the run is named after output_dir)")
     progress: bool = field(True, "show a progress bar with ETA")
     samples_per_step: int = field(4, "completions written to samples.jsonl each step")
+
+
+def check_step_sizes(train: Any, prefix: str = "train") -> None:
+    """ConfigError naming a supervised train section's impossible sizes: `*_per_step` and
+    `microbatch_size` below 1, negative steps, or steps = 0 with no positive epochs."""
+    for f in dataclasses.fields(train):
+        value = getattr(train, f.name)
+        if (f.name.endswith("_per_step") or f.name == "microbatch_size") and value < 1:
+            raise ConfigError(f"'{prefix}.{f.name}' must be >= 1, got {value}")
+    if train.steps < 0:
+        raise ConfigError(f"'{prefix}.steps' must be >= 0 (0 = from {prefix}.epochs), got {train.steps}")
+    if train.steps == 0 and train.epochs <= 0:
+        raise ConfigError(f"'{prefix}.epochs' must be > 0 when {prefix}.steps = 0, got {train.epochs}")
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    strategy: Literal["ddp", "fsdp2"] = field(
+        "ddp", "several processes (torchrun): whole model on each rank, or fully_shard (FSDP2)"
+    )
+    backend: Literal["auto", "gloo", "nccl"] = field("auto", "collectives: auto = gloo on CPU + NCCL on GPU")
+    timeout_s: float = field(
+        1800.0, "a collective that waits longer (dead or hung rank) fails the job; above any checkpoint write"
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlft.config import field
-from rlft.schema.common import ArithmeticConfig, LogConfig, ModelConfig, OptimConfig
+from rlft.schema.common import ArithmeticConfig, DistConfig, LogConfig, ModelConfig, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class DistillTrainConfig:
     save_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "complete checkpoints to keep")
     eval_every: int = field(25, "held-out divergence every N steps (0 = only at the end)")
+    max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
     optim: OptimConfig = field(OptimConfig(lr=1e-5, warmup_steps=5), "optimizer and LR schedule")
 
 
@@ -100,3 +101,4 @@ class DistillConfig:
     on_policy: OnPolicyConfig = field(OnPolicyConfig(), "mode=on_policy: student sampling")
     train: DistillTrainConfig = field(DistillTrainConfig(), "steps, batches, optimizer")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
+    dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.distributed)")

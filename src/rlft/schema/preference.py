@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlft.config import field
-from rlft.schema.common import LogConfig, ModelConfig, OptimConfig
+from rlft.schema.common import DistConfig, LogConfig, ModelConfig, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class PreferenceTrainConfig:
     save_every: int = field(50, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "complete checkpoints to keep")
     eval_every: int = field(25, "held-out evaluation every N steps (0 = only at the end)")
+    max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
     optim: OptimConfig = field(OptimConfig(lr=1e-5, warmup_steps=5), "optimizer and LR schedule")
 
 
@@ -50,6 +51,7 @@ class RMConfig:
     train: PreferenceTrainConfig = field(PreferenceTrainConfig(), "steps, batches, optimizer")
     reward: RewardLossConfig = field(RewardLossConfig(), "reward-model loss")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
+    dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.distributed)")
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,4 @@ class DPOConfig:
     )
     dpo: DPOLossConfig = field(DPOLossConfig(), "preference loss")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
+    dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.distributed)")

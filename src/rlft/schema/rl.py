@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rlft.config import field
-from rlft.schema.common import DataConfig, LogConfig, ModelConfig, OptimConfig
+from rlft.diagnostics import DEFAULT_REFLECTION_PHRASES
+from rlft.schema.common import DataConfig, DistConfig, LogConfig, ModelConfig, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class RolloutConfig:
     top_p: float = field(1.0, "nucleus sampling threshold (1 = off)")
     top_k: int = field(0, "top-k sampling (0 = off)")
     generation_batch_size: int = field(64, "sequences per generate call")
+    seed_per_prompt: bool | None = field(
+        None, "each prompt samples from its own seed, independent of the process count (None: if several)"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,42 @@ class EvalConfig:
     max_new_tokens: int = field(64, "completion budget when evaluating")
     batch_size: int = field(64, "prompts per generate call when evaluating")
     limit: int = field(0, "evaluate only the first N rows (0 = all)")
+    every: int = field(0, "also evaluate every N RL steps, logged as eval/* metrics (0 = never)")
+    every_samples: int = field(1, "periodic eval: completions per prompt (K; greedy when 1, else T=1)")
+    every_limit: int = field(0, "periodic eval: only the first N held-out rows (0 = eval.limit)")
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    reflection_phrases: list[str] = field(
+        list(DEFAULT_REFLECTION_PHRASES), "phrases counted as reflection (whole words, any case)"
+    )
+    think_tag: str = field("think", "the reasoning part is <think_tag>...</think_tag>")
+    repeat_ngram: int = field(4, "n of the repeated token n-gram fraction")
+
+
+# Alarms (rlft.alarms): each compares the first and the last `window` points of a metric, or
+# checks the mean of the last window; see README "Alarms".
+@dataclass(frozen=True)
+class AlarmConfig:
+    enabled: bool = field(True, "check alarms after every step (warning + alarms.jsonl when one fires)")
+    window: int = field(10, "points per window: trends compare the first and the last window")
+    reward_key: str = field("reward/mean", "the trained (proxy) reward")
+    gold_key: str = field("reward/gold", "a gold reward logged alongside (weight 0); absent = no check")
+    heldout_key: str = field("eval/accuracy", "held-out accuracy (logged on eval steps); absent = no check")
+    rm_key: str = field("reward/rm", "a reward-model score to hold against verifier_key")
+    verifier_key: str = field("", "a verifier reward, e.g. reward/numeric_answer (empty = no check)")
+    reward_rise_z: float = field(1.0, "a reward rises: last-window mean - first >= this many pooled stds")
+    reference_min_rise: float = field(0.02, "gold / held-out / verifier stalls: gains less than this")
+    length_ratio_high: float = field(2.0, "length explodes: last/first window mean response_len >= this")
+    length_ratio_low: float = field(0.5, "length collapses: last/first window mean response_len <= this")
+    repeat_ngram_max: float = field(0.2, "last-window mean of rollout/repeat_ngram_frac at or above this")
+    empty_answer_max: float = field(0.1, "last-window mean of rollout/empty_answer_frac at or above this")
+    kl_key: str = field("policy/kl_ref_seq", "KL to the reference watched for a blow-up")
+    kl_jump: float = field(5.0, "KL blow-up: the latest KL >= this times the mean of the window before")
+    kl_min: float = field(0.5, "KL blow-up: ... and the latest KL is at least this")
+    entropy_ratio_min: float = field(0.2, "entropy collapse: last/first window mean entropy <= this")
+    zero_std_max: float = field(0.5, "last-window mean of rollout/zero_std_groups_frac at or above this")
 
 
 @dataclass(frozen=True)
@@ -124,4 +164,7 @@ class RLConfig:
     rewards: list[RewardSpec] = field([RewardSpec()], "reward functions, summed with weights")
     train: TrainConfig = field(TrainConfig(), "optimisation schedule")
     eval: EvalConfig = field(EvalConfig(), "held-out evaluation")
+    diagnostics: DiagnosticsConfig = field(DiagnosticsConfig(), "per-step text diagnostics of completions")
     log: LogConfig = field(LogConfig(), "logging")
+    dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.distributed)")
+    alarms: AlarmConfig = field(AlarmConfig(), "training-health alarms (reward hacking, KL, ...)")

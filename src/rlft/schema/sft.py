@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlft.config import field
-from rlft.schema.common import LogConfig, ModelConfig, OptimConfig
+from rlft.schema.common import DistConfig, LogConfig, ModelConfig, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,10 @@ class SFTDataConfig:
         "truncate", "longer examples: keep their first max_length tokens, drop them, or fail (counted)"
     )
     packing: bool = field(False, "pack a step's examples into rows of up to max_length tokens")
+    max_bad_fraction: float = field(
+        0.0, "share of rows that may be bad (left out, listed in data_report.json); above it the run stops"
+    )
+    id_field: str = field("id", "row field holding a unique id: a repeated id is a bad row (empty: no check)")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class SFTTrainConfig:
     save_every: int = field(100, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "complete checkpoints to keep")
     eval_every: int = field(50, "held-out loss every N steps (0 = only at the end)")
+    max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
     # the class defaults on purpose: `build` fills a partly given `train.optim` from OptimConfig's
     # own defaults, not from this field's default, so any change here would vanish on override
     optim: OptimConfig = field(OptimConfig(), "optimizer and LR schedule")
@@ -50,3 +55,4 @@ class SFTConfig:
     data: SFTDataConfig = field(SFTDataConfig(), "supervised data")
     train: SFTTrainConfig = field(SFTTrainConfig(), "steps, batches, optimizer")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
+    dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.distributed)")
