@@ -30,7 +30,7 @@ BENIGN = {
     "rollout/response_len": [10, 12, 14, 12],  # 11 -> 13: x1.18
     "rollout/repeat_ngram_frac": [0.05, 0.1, 0.1, 0.15],  # last window mean .125 < .2
     "rollout/empty_answer_frac": [0.0, 0.05, 0.0, 0.1],  # .05 < .1
-    "policy/kl_ref_seq": [0.5, 0.6, 0.7, 0.8],  # .8 < 5 x mean(.6, .7) = 3.25
+    "policy/kl": [0.05, 0.06, 0.07, 0.08],  # .08 < 5 x mean(.06, .07) = .325
     "policy/entropy": [2.0, 1.8, 1.2, 1.0],  # 1.9 -> 1.1: x0.58
     "rollout/zero_std_groups_frac": [0.5, 0.25, 0.25, 0.375],  # last window mean .3125 < .5
 }
@@ -83,8 +83,8 @@ def test_benign_history_fires_nothing():
         ("length_collapse", {"rollout/response_len": [20, 22, 8, 10]}, None),  # 21 -> 9: x0.43 <= .5
         ("repeated_ngrams", {"rollout/repeat_ngram_frac": [0.0, 0.1, 0.3, 0.25]}, None),  # .275 >= .2
         ("empty_answers", {"rollout/empty_answer_frac": [0.0, 0.0, 0.25, 0.5]}, None),  # .375 >= .1
-        ("kl_blowup", {"policy/kl_ref_seq": [0.1, 0.2, 0.2, 3.0]}, None),  # 3 >= 5 x .2 and >= .5
-        ("kl_blowup", {"policy/kl_ref_seq": [0.5, 0.6, 0.7, "inf"]}, None),  # logged as "inf"
+        ("kl_blowup", {"policy/kl": [0.01, 0.02, 0.02, 0.3]}, None),  # .3 >= 5 x .02 and >= .05
+        ("kl_blowup", {"policy/kl": [0.05, 0.06, 0.07, "inf"]}, None),  # logged as "inf"
         ("entropy_collapse", {"policy/entropy": [2.0, 1.8, 0.3, 0.2]}, None),  # 1.9 -> .25: x0.13 <= .2
         ("zero_variance_groups", {"rollout/zero_std_groups_frac": [0.25, 0.5, 0.75, 0.5]}, None),  # .625
     ],
@@ -94,9 +94,9 @@ def test_each_alarm_fires_alone_on_its_history(alarm, change, evals):
 
 
 def test_thresholds_and_keys_are_configurable():
-    small_kl = records({**BENIGN, "policy/kl_ref_seq": [0.01, 0.02, 0.01, 0.3]})
-    assert fired(small_kl) == set()  # x20 jump, but .3 < kl_min .5
-    assert fired(small_kl, AlarmConfig(window=2, kl_min=0.1)) == {"kl_blowup"}
+    small_kl = records({**BENIGN, "policy/kl": [0.001, 0.002, 0.001, 0.03]})
+    assert fired(small_kl) == set()  # x20 jump, but .03 < kl_min .05
+    assert fired(small_kl, AlarmConfig(window=2, kl_min=0.01)) == {"kl_blowup"}
     rm_case = records({**BENIGN, "reward/rm": [1, 2, 5, 6], "reward/numeric_answer": [0.4, 0.4, 0.3, 0.3]})
     assert fired(rm_case, AlarmConfig(window=2)) == set()  # verifier_key empty: no check
     # zero-std mean .3125 over the last window: fires once the threshold is .3

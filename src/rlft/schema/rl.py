@@ -145,9 +145,9 @@ class AlarmConfig:
     length_ratio_low: float = field(0.5, "length collapses: last/first window mean response_len <= this")
     repeat_ngram_max: float = field(0.2, "last-window mean of rollout/repeat_ngram_frac at or above this")
     empty_answer_max: float = field(0.1, "last-window mean of rollout/empty_answer_frac at or above this")
-    kl_key: str = field("policy/kl_ref_seq", "KL to the reference watched for a blow-up")
+    kl_key: str = field("policy/kl", "KL to the reference per token (logged by every algorithm with one)")
     kl_jump: float = field(5.0, "KL blow-up: the latest KL >= this times the mean of the window before")
-    kl_min: float = field(0.5, "KL blow-up: ... and the latest KL is at least this")
+    kl_min: float = field(0.05, "KL blow-up: ... and the latest KL is at least this (nats/token)")
     entropy_ratio_min: float = field(0.2, "entropy collapse: last/first window mean entropy <= this")
     zero_std_max: float = field(0.5, "last-window mean of rollout/zero_std_groups_frac at or above this")
 
