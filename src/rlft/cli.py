@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlft.bench import add_bench_parser, cmd_bench
 from rlft.cli_training import (
     CONFIG_KINDS,
     cmd_distill,
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sandbox_parser(sub)
     add_label_parser(sub)
     _report_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -212,6 +214,7 @@ COMMANDS = {
     "sandbox": cmd_sandbox,
     "label": cmd_label,
     "report": cmd_report,
+    "bench": cmd_bench,
 }
 RM_SUBCOMMANDS = ("train", "score", "-h", "--help")
 

@@ -15,7 +15,8 @@ def response_logits(
 ) -> Tensor:
     """Logits [B, T, V] at the positions that predict the last T tokens of input_ids [B, L].
 
-    Only those T positions go through the LM head (logits_to_keep), so [B, L, V] is never built.
+    Only those T positions go through the LM head (logits_to_keep as positions), so [B, L, V] is
+    never built.
     Positions are counted over real tokens (left padding safe). With `share_prompt`, rows with
     identical prompt tokens run their prompt once and share its KV cache: the same maths, with
     gradients flowing into the shared pass.
@@ -31,14 +32,16 @@ def response_logits(
         distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
         if len(distinct) < len(prompts):
             return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
+    length = input_ids.shape[1]  # position j predicts token j + 1: keep L-T-1 .. L-2
+    keep = torch.arange(length - response_len - 1, length - 1, device=input_ids.device)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
-        logits_to_keep=response_len + 1,
+        logits_to_keep=keep,
         use_cache=False,
     )
-    return out.logits[:, :-1, :]  # position j predicts token j + 1
+    return out.logits  # [B, T, V], contiguous (a slice would make reshapes copy it)
 
 
 def response_logprobs(

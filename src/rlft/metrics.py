@@ -124,7 +124,13 @@ class RunLogger:
             backend.log_scalars(step, scalars)
         if self.bar is not None:
             self.bar.update(1)
-            labels = {"reward/mean": "reward", "rollout/response_len": "len", "perf/step_s": "step_s"}
+            labels = {
+                "reward/mean": "reward",
+                "rollout/response_len": "len",
+                "perf/step_s": "step_s",
+                "perf/gen_tokens_per_s": "tok/s",
+                "perf/mfu": "mfu",
+            }
             show = {
                 label: record[k] for k, label in labels.items() if isinstance(record.get(k), (int, float))
             }

@@ -45,12 +45,28 @@ def split_pool(cfg: Any, heldout: bool) -> dict[str, list[tuple[int, int]]]:
 
 
 def train_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
-    """Endless stream of training problems, ops in turn, each drawn uniformly from its train pool."""
+    """Endless stream of training problems, ops in turn, each drawn uniformly from its train pool
+    (cfg.draw = "train_pool"), or as in workload W (cfg.draw = "randint", see `randint_rows`)."""
+    if cfg.draw == "randint":
+        yield from randint_rows(cfg, seed)
+        return
     pools = split_pool(cfg, heldout=False)
     rng = random.Random(seed)
     while True:
         for op in cfg.ops:
             a, b = rng.choice(pools[op])
+            yield make_row(a, op, b)
+
+
+def randint_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
+    """Workload W's prompt stream (shared/bench): random.Random(seed), ops in turn, operand A then
+    B each drawn with rng.randint(min_operand, add_max or mul_max); no held-out split."""
+    rng = random.Random(seed)
+    while True:
+        for op in cfg.ops:
+            hi = cfg.mul_max if op == "*" else cfg.add_max
+            a = rng.randint(cfg.min_operand, hi)
+            b = rng.randint(cfg.min_operand, hi)
             yield make_row(a, op, b)
 
 

@@ -6,9 +6,6 @@ import dataclasses
 import json
 import logging
 import resource
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger, read_jsonl_records
 from rlft.ops import masked_mean, masked_sum
+from rlft.perf import Laps, PhaseTimer, mfu, step_flops
 from rlft.rewards.scoring import RewardTerm
 from rlft.rollout.base import Generator
 from rlft.schema.rl import RLConfig
@@ -64,19 +62,6 @@ class RLState:
         self.kl.load_state_dict(s["kl"])
 
 
-class Laps:
-    """perf/<phase>_s timings within one step."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self.clock = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.times[f"perf/{name}_s"] = self.times.get(f"perf/{name}_s", 0.0) + now - self.clock
-        self.clock = now
-
-
 def rl_step(
     cfg: RLConfig,
     parts: RunParts,
@@ -93,15 +78,17 @@ def rl_step(
         cfg, parts, generator, terms, state.stream, p.dynamic_sampling
     )
     batch = ScoredBatch(rollouts=rollouts, scores=scores)
-    lap("generate_and_reward")
+    lap("generate")
+    lap.split("generate", "reward", metrics.pop("perf/reward_s"))
     # 4. no-grad passes: old policy (when the policy moves before its last use, or the KL needs it),
     #    reference (when there is a KL term), values (when there is a critic)
     ref = parts.ref_model is not None
-    if (
+    old = (
         batch_arithmetic(cfg)["optimizer_steps_per_rl_step"] > 1
         or algo.update == "trpo"
         or (ref and (p.kl_in_reward or p.target_kl > 0))
-    ):
+    )
+    if old:
         batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share))
     lap("old_logprobs")
     if ref:
@@ -126,6 +113,8 @@ def rl_step(
     metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]
     parts.scheduler.step()
     lap("update")
+    if "perf/optimizer_s" in metrics:
+        lap.split("update", "optimizer", metrics.pop("perf/optimizer_s"))
     # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
     generator.sync_weights(parts.model)
     if "policy/kl_ref_seq" in metrics:
@@ -134,9 +123,24 @@ def rl_step(
     metrics.update(rollout_metrics(batch, cfg.diagnostics))
     metrics.update(lap.times)
     metrics["perf/step_s"] = sum(lap.times.values())
+    metrics["perf/generate_and_reward_s"] = lap.times["perf/generate_s"] + lap.times["perf/reward_s"]
     gen_tokens = float(rollouts.response_mask.sum())
-    metrics["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_and_reward_s"], 1e-9)
+    metrics["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_s"], 1e-9)
+    trained = metrics.get("perf/active_rows_frac", 1.0) * p.epochs
+    metrics["perf/model_flops"] = rollout_flops(parts.model, rollouts, 1 + old + ref, trained)
     return metrics, batch
+
+
+def rollout_flops(model: Any, rollouts: Any, no_grad_passes: int, trained_passes: float) -> float:
+    """`step_flops` of a batch: a pass processes each distinct prompt once (shared across its G
+    samples) and every response token; `trained_passes` = passes with gradient (epochs x share
+    of rows that had a gradient)."""
+    n_params = sum(p.numel() for p in model.parameters())
+    response = float(rollouts.response_mask.sum())
+    prompt = float(rollouts.attention_mask.sum()) - response
+    groups = int(rollouts.group_ids.max()) + 1 if rollouts.size else 0
+    pass_tokens = prompt * groups / max(rollouts.size, 1) + response
+    return step_flops(n_params, pass_tokens, no_grad_passes, pass_tokens * trained_passes)
 
 
 def update(
@@ -164,24 +168,10 @@ def update(
     )
 
 
-class PhaseTimer:
-    """Wall seconds per named phase, summed over repeats."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
+def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) -> dict[str, Any]:
     """Run RL as configured. Returns {"metrics": last step's metrics, "eval": {"before", "after"},
-    "final_dir", "steps", "phase_seconds"}; also written to output_dir/summary.json."""
+    "final_dir", "steps", "phase_seconds"}; also written to output_dir/summary.json. With the
+    machine's `peak_flops` (FLOP/s, `rlft bench` measures it) each step logs perf/mfu."""
     timer = PhaseTimer()
     with timer("setup"):
         config, parts, generator, algo, terms, stream = setup_run(config, reward_fns)
@@ -221,6 +211,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
                 with timer("train"):
                     metrics, batch = rl_step(config, parts, generator, algo, terms, state)
                 state.step += 1
+                _throughput(metrics, peak_flops, state.step)
                 if periodic_eval.due(state.step):  # eval/* at this step; training RNG untouched
                     with timer("eval_periodic"):
                         metrics.update(periodic_eval(parts.model, parts.tok, state.step))
@@ -255,6 +246,20 @@ def train_rl(config: RLConfig, reward_fns: Any = None) -> dict[str, Any]:
     if is_main():  # rank 0 writes the summary
         (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def _throughput(metrics: dict[str, float], peak_flops: float, step: int) -> None:
+    """perf/mfu (given the peak) and a one-line throughput summary (INFO with a peak, else DEBUG)."""
+    if peak_flops > 0:
+        metrics["perf/mfu"] = mfu(metrics["perf/model_flops"], metrics["perf/step_s"], peak_flops)
+    log.log(
+        logging.INFO if peak_flops > 0 else logging.DEBUG,
+        "step %d: %.1f gen tokens/s, step %.2f s, MFU %s",
+        step,
+        metrics["perf/gen_tokens_per_s"],
+        metrics["perf/step_s"],
+        f"{metrics['perf/mfu']:.2%}" if "perf/mfu" in metrics else "n/a (no peak)",
+    )
 
 
 def _checkpoint(config: RLConfig, parts: RunParts, state: RLState, root: Path) -> None:

@@ -5,6 +5,7 @@ one rank); with per-prompt seeds a prompt's samples do not depend on the process
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -52,14 +53,15 @@ def collect_rollouts(
     cfg: Any, parts: Any, generator: Any, terms: Any, stream: Any, dynamic: bool
 ) -> tuple[Rollouts, torch.Tensor, dict[str, float]]:
     """P prompts x G samples, scored. Returns rollouts, scores [B] and reward/rollout metrics
-    (reward metrics describe every sample drawn, before any dynamic-sampling filter)."""
+    (reward metrics describe every sample drawn, before any dynamic-sampling filter), plus
+    perf/reward_s: the seconds spent scoring."""
     r = cfg.rollout
     g = r.samples_per_prompt
     sampling = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     kept_examples, kept_ids, kept_finished, kept_texts, kept_scores = [], [], [], [], []
     first_metrics: dict[str, float] = {}
     rounds = cfg.algo.max_sampling_rounds if dynamic else 1
-    drawn = 0
+    drawn, reward_s = 0, 0.0
     for round_ in range(rounds):
         examples, seeds = take_prompts(cfg, stream)
         drawn += len(examples)
@@ -67,9 +69,11 @@ def collect_rollouts(
         gens = generator.generate([ex.ids for ex in examples], params, g)
         repeated = [ex for ex in examples for _ in range(g)]
         completions = parts.tok.batch_decode(gens.response_ids, skip_special_tokens=True)
+        start = time.perf_counter()
         scores, metrics = score_completions(
             terms, [ex.text for ex in repeated], completions, [ex.row for ex in repeated]
         )
+        reward_s += time.perf_counter() - start
         if round_ == 0:
             first_metrics = metrics
         keep = informative_groups(scores, g) if dynamic else torch.ones(len(examples), dtype=torch.bool)
@@ -93,4 +97,5 @@ def collect_rollouts(
     if dynamic:
         first_metrics["rollout/sampling_rounds"] = float(round_ + 1)
         first_metrics["rollout/prompts_drawn"] = float(drawn)
+    first_metrics["perf/reward_s"] = reward_s
     return rollouts, torch.cat(kept_scores)[:n], first_metrics

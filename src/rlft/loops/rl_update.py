@@ -4,6 +4,7 @@ with several processes, over the batch of all ranks (loss normalised by global c
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -119,6 +120,7 @@ def minibatch_step(
     )
     total_loss, tokens = totals.pop("~loss"), totals.pop("~tokens")
     active_frac = totals.pop("~active") / max(totals.pop("~rows"), 1.0)
+    start = time.perf_counter()
     if guard.check(total_loss, grad_norm):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -128,6 +130,7 @@ def minibatch_step(
             "loss/total" if critic is not None else "loss/policy": total_loss,
             "optim/grad_norm": grad_norm,
             "perf/active_rows_frac": active_frac,
+            "perf/optimizer_s": time.perf_counter() - start,
         }
     )
     return out
@@ -221,5 +224,6 @@ def update_policy(
             for k, v in step_metrics.items():
                 all_metrics[k].append(v)
     out = {k: sum(v) / len(v) for k, v in all_metrics.items()}
+    out["perf/optimizer_s"] = sum(all_metrics["perf/optimizer_s"])  # seconds: summed, not averaged
     out["optim/skipped_steps"] = float(guard.skipped)
     return out

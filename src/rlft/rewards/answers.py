@@ -6,6 +6,7 @@ import re
 from fractions import Fraction
 
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+ANSWER_TAG_CASED = re.compile(ANSWER_TAG.pattern, re.DOTALL)  # workload W's exact regex
 BOXED = re.compile(r"\\boxed\{")
 HASHES = re.compile(r"####\s*(.+)")
 NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlft.rewards import format as fmt
-from rlft.rewards.answers import ANSWER_TAG, answers_equal, extract_answer
+from rlft.rewards.answers import ANSWER_TAG, ANSWER_TAG_CASED, answers_equal, extract_answer
 from rlft.rewards.code import code_pass_fraction
 from rlft.rewards.countdown import countdown_reward
 from rlft.rewards.math import math_answer
@@ -29,9 +29,30 @@ def answer_format(prompt: str, completion: str, example: Mapping[str, Any]) -> f
     return 1.0 if len(tags) == 1 and tags[0].strip() else 0.0
 
 
+def first_answer_int(
+    prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer"
+) -> float:
+    """1.0 if the text inside the FIRST <answer>...</answer> (case-sensitive) parses with int()
+    to the row's integer answer, else 0.0 (workload W's correctness reward)."""
+    match = ANSWER_TAG_CASED.search(completion)
+    if match is None:
+        return 0.0
+    try:
+        return 1.0 if int(match.group(1).strip()) == int(example[answer_field]) else 0.0
+    except ValueError:
+        return 0.0
+
+
+def answer_tags_present(prompt: str, completion: str, example: Mapping[str, Any]) -> float:
+    """1.0 if an <answer>...</answer> pair (case-sensitive) appears anywhere (W weighs it 0.1)."""
+    return 1.0 if ANSWER_TAG_CASED.search(completion) else 0.0
+
+
 BUILTIN_REWARDS: dict[str, RewardFn] = {
     "numeric_answer": numeric_answer,
     "answer_format": answer_format,
+    "first_answer_int": first_answer_int,
+    "answer_tags_present": answer_tags_present,
     "math_answer": math_answer,
     "r1_format_strict": fmt.r1_format_strict,
     "r1_format_lenient": fmt.r1_format_lenient,

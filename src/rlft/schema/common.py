@@ -29,6 +29,11 @@ class ArithmeticConfig:
     heldout_fraction: float = field(0.25, "share of problems (by unordered operand pair) held out")
     heldout_size: int = field(300, "problems in the held-out evaluation set")
     seed: int = field(1234, "seed of the problem order (the split itself depends on no seed)")
+    draw: Literal["train_pool", "randint"] = field(
+        "train_pool",
+        "training problems: uniform over the train pool, or randint operands (A then B) over every "
+        "problem, held-out ones included, seeded by the run seed (benchmark workload W)",
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""`rlft bench`: run N RL steps of a config and report, per phase, median seconds; generated
+tokens/s; whole-step model-FLOPs utilisation against a matmul peak measured at start; peak RSS.
+
+Step 1 is a warm-up (allocator, first-call overheads) and is left out of the medians when N > 1.
+Model FLOPs follow `rlft.perf.step_flops` (2 N per token and no-grad pass, generation included;
+6 N per trained token); MFU = sum of FLOPs / (sum of step seconds x peak FLOP/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rlft.perf import matmul_peak_flops, mfu, peak_rss_mib
+
+PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer")
+
+
+def checkpoints_written(steps: int, save_every: int) -> int:
+    """Checkpoints train_rl writes in `steps` steps: every `save_every` steps and at the end."""
+    return len([s for s in range(1, steps + 1) if (save_every and s % save_every == 0) or s == steps])
+
+
+def summarize(
+    records: list[dict[str, Any]], checkpoint_s: float, checkpoints: int, peak_flops: float, rss_mib: float
+) -> dict[str, Any]:
+    """The benchmark report from a run's metrics.jsonl records (one per step)."""
+    steady = records[1:] if len(records) > 1 else records
+
+    def median(key: str) -> float:
+        return statistics.median(float(r.get(key, 0.0)) for r in steady)
+
+    phases = {name: median(f"perf/{name}_s") for name in PHASES}
+    phases["checkpoint"] = checkpoint_s / checkpoints if checkpoints else 0.0
+    step_s = sum(float(r["perf/step_s"]) for r in steady)
+    gen_s = sum(float(r["perf/generate_s"]) for r in steady)
+    tokens = sum(float(r["perf/gen_tokens_per_s"]) * float(r["perf/generate_s"]) for r in steady)
+    flops = sum(float(r["perf/model_flops"]) for r in steady)
+    return {
+        "steps": len(records),
+        "steps_measured": len(steady),
+        "median_s": phases,
+        "median_step_s": median("perf/step_s"),
+        "gen_tokens_per_s": tokens / gen_s if gen_s > 0 else 0.0,
+        "gen_tokens_per_step_s": tokens / step_s if step_s > 0 else 0.0,
+        "gen_tokens_per_step": tokens / len(steady),
+        "model_flops_per_step": flops / len(steady),
+        "peak_gflops": peak_flops / 1e9,
+        "mfu": mfu(flops, step_s, peak_flops),
+        "peak_rss_mib": rss_mib,
+        "reward_mean": [r.get("reward/mean") for r in records],
+    }
+
+
+def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | None = None) -> dict[str, Any]:
+    """Measure the matmul peak, run `steps` RL steps of `config` (in a temporary directory unless
+    `output_dir`), and summarize them."""
+    from rlft.config import load_config
+    from rlft.loops.rl import train_rl
+    from rlft.metrics import read_jsonl_records
+    from rlft.schema.rl import RLConfig
+
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    peak = matmul_peak_flops()
+    print(f"[rlft bench] fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of 5 2048^3 matmuls)")
+    with tempfile.TemporaryDirectory(prefix="rlft-bench-") as tmp:
+        out = Path(output_dir or tmp)
+        cfg = load_config(
+            RLConfig, config, [*overrides, f"train.steps={steps}", f"output_dir={out}", "resume=false"]
+        )
+        result = train_rl(cfg, peak_flops=peak)
+        records = read_jsonl_records(out / "metrics.jsonl")
+    ckpt_s = result.get("phase_seconds", {}).get("checkpoint", 0.0)  # absent if stopped early
+    report = summarize(
+        records, ckpt_s, checkpoints_written(steps, cfg.train.save_every), peak, peak_rss_mib()
+    )
+    report["config"] = config
+    report["overrides"] = list(overrides)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"[rlft bench] {report['config']}: {report['steps']} steps, medians over the last "
+        f"{report['steps_measured']} (step 1 is a warm-up when there are more)"
+    ]
+    for name, seconds in report["median_s"].items():
+        lines.append(f"  {name:<14} {seconds:8.3f} s")
+    lines += [
+        f"  {'step':<14} {report['median_step_s']:8.3f} s",
+        f"  generated tokens/s: {report['gen_tokens_per_s']:.1f} while generating, "
+        f"{report['gen_tokens_per_step_s']:.1f} over the whole step "
+        f"({report['gen_tokens_per_step']:.0f} tokens/step)",
+        f"  model FLOPs/step: {report['model_flops_per_step'] / 1e12:.2f} TFLOP; "
+        f"MFU {report['mfu']:.2%} of {report['peak_gflops']:.1f} GFLOP/s",
+        f"  peak RSS: {report['peak_rss_mib']:.0f} MiB (self + children)",
+    ]
+    return "\n".join(lines)
+
+
+def add_bench_parser(sub: Any) -> None:
+    b = sub.add_parser("bench", help="time N RL steps of a config: phases, tokens/s, MFU, peak RSS")
+    b.add_argument("--config", required=True, help="RL config (e.g. configs/bench_w.yaml)")
+    b.add_argument("--steps", type=int, default=3, help="RL steps to run (step 1 is a warm-up)")
+    b.add_argument("--json", dest="json_out", help="write the report as JSON here")
+    b.add_argument("--output-dir", help="keep the run here (default: a temporary directory)")
+    b.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = run_bench(args.config, list(args.overrides), args.steps, args.output_dir)
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        print(f"[rlft bench] report written to {args.json_out}")
+    return 0
