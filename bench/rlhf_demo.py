@@ -8,7 +8,7 @@
    `rlft label export`'s K-way format;
 3. rm: `rlft rm` (configs/rlhf_rm.yaml) learns the rankings; held-out pair accuracy is reported;
 4. rl: `rlft rl` (configs/rlhf_grpo.yaml): GRPO with the RM as the reward, gold logged alongside
-   with weight 0; the two curves go to docs/rlhf_curves.png.
+   with weight 0 (and its correctness part, "right"); the curves go to OUT/curves.png.
 Each stage is skipped when its output exists (rerun after a crash continues).
 
     .venv/bin/python bench/rlhf_demo.py [--prompts 320] [--k 4] [--out runs/rlhf]
@@ -131,6 +131,35 @@ def make_rankings(candidates: Path, out: Path, noise: float, seed: int) -> None:
     )
 
 
+def accuracy_by_pair_kind(rankings: Path, rm_dir: Path, heldout_fraction: float) -> dict:
+    """Held-out pair accuracy of the RM, split by what separates the pair under the noiseless
+    rule (correctness: one right, one wrong; or only conciseness) and by whether both responses
+    come from the same policy (with --extra-policy, style alone could tell policies apart)."""
+    from rlft.data.preferences import ranked_pairs, read_preferences, split_by_prompt
+    from rlft.models import load_tokenizer
+    from rlft.reward_models import load_reward_model, score_texts
+    from rlft.rewards.builtin import numeric_answer
+
+    _, held = split_by_prompt(read_preferences(str(rankings)), heldout_fraction)
+    tok = load_tokenizer(str(rm_dir))
+    model = load_reward_model(str(rm_dir), tok)
+    prompts = [r.prompt for r in held for _ in r.responses]
+    scores = score_texts(model, tok, prompts, [x for r in held for x in r.responses])
+    hits: dict[str, list[bool]] = {}
+    at = 0
+    for r in held:
+        right = [numeric_answer(r.prompt, x, r.extra) >= 1 for x in r.responses]
+        sources = r.extra.get("sources", ["base"] * len(r.responses))
+        for better, worse in ranked_pairs(r.levels):
+            kind = "correctness" if right[better] != right[worse] else "conciseness"
+            mix = "same_policy" if sources[better] == sources[worse] else "cross_policy"
+            ok = scores[at + better] > scores[at + worse]
+            for key in (kind, f"{kind}/{mix}"):
+                hits.setdefault(key, []).append(ok)
+        at += len(r.responses)
+    return {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
+
+
 def grpo_config(out: Path) -> Path:
     """configs/rlhf_grpo.yaml with the reward model of this run."""
     import yaml
@@ -147,7 +176,20 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+def verdict(c: dict) -> str:
+    """Reward hacking = the RM score rises while gold (or its correctness part) does not."""
+    if c["rm_last"] <= c["rm_first"]:
+        return "the RM score did not rise"
+    if c["gold_last"] <= c["gold_first"]:
+        return "reward hacking: the RM score rose but the gold score did not"
+    if "right_first" in c and c["right_last"] <= c["right_first"]:
+        return "partial reward hacking: RM and gold rose, but the share of right answers did not"
+    return "the RM score and the gold score rose together"
+
+
 def plot_curves(metrics: Path, out_png: Path) -> dict:
+    """RM score, gold and (when logged) its correctness part `reward/right` over GRPO steps;
+    returns their means over the first and the last fifth of the steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,27 +197,28 @@ def plot_curves(metrics: Path, out_png: Path) -> dict:
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     steps = [r["step"] for r in rows]
-    rm, gold = [r["reward/rm"] for r in rows], [r["reward/gold"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot(steps, rm, color="tab:blue")
-    ax[0].set(title="reward-model score (optimised)", xlabel="GRPO step")
-    ax[1].plot(steps, gold, color="tab:green")
-    ax[1].set(title="gold rule (annotators' preference)", xlabel="GRPO step")
+    panels = [
+        ("reward/rm", "reward-model score (optimised)", "tab:blue"),
+        ("reward/gold", "gold rule (annotators' preference)", "tab:green"),
+        ("reward/right", "right answers (gold's correctness part)", "tab:red"),
+    ]
+    panels = [p for p in panels if p[0] in rows[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (key, title, color) in zip(axes, panels, strict=True):
+        ax.plot(steps, [r[key] for r in rows], color=color)
+        ax.set(title=title, xlabel="GRPO step")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
 
-    def window(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
-
     w = max(1, len(rows) // 5)
-    return {
-        "rm_first": window(rm[:w]),
-        "rm_last": window(rm[-w:]),
-        "gold_first": window(gold[:w]),
-        "gold_last": window(gold[-w:]),
-        "len_first": window([r["rollout/response_len"] for r in rows[:w]]),
-        "len_last": window([r["rollout/response_len"] for r in rows[-w:]]),
-    }
+    keys = [("rm", "reward/rm"), ("gold", "reward/gold"), ("right", "reward/right")]
+    keys += [("len", "rollout/response_len")]
+    out = {}
+    for name, key in keys:
+        if key in rows[0]:
+            out[f"{name}_first"] = sum(r[key] for r in rows[:w]) / w
+            out[f"{name}_last"] = sum(r[key] for r in rows[-w:]) / w
+    return out
 
 
 def main() -> None:
@@ -216,6 +259,14 @@ def main() -> None:
             ]
         )
     rm_summary = json.loads((out / "rm" / "summary.json").read_text())
+    kinds = out / "rm_pair_kinds.json"
+    if not kinds.exists():
+        import yaml
+
+        fraction = yaml.safe_load((REPO / "configs" / "rlhf_rm.yaml").read_text())["data"]
+        by_kind = accuracy_by_pair_kind(rankings, out / "rm" / "final", fraction["heldout_fraction"])
+        kinds.write_text(json.dumps(by_kind, indent=1))
+    print("[rm] held-out pair accuracy by kind:", kinds.read_text())
     if not (out / "grpo" / "final").exists():
         extra = [f"train.steps={args.rl_steps}"] if args.rl_steps else []
         run(
@@ -229,16 +280,13 @@ def main() -> None:
                 *extra,
             ]
         )
-    curves = plot_curves(out / "grpo" / "metrics.jsonl", REPO / "docs" / "rlhf_curves.png")
-    report = {"rm_heldout": rm_summary["heldout"], "grpo": curves}
-    hacking = curves["rm_last"] > curves["rm_first"] and curves["gold_last"] <= curves["gold_first"]
-    report["verdict"] = (
-        "reward hacking: the RM score rose but the gold score did not"
-        if hacking
-        else "the RM score and the gold score rose together"
-        if curves["gold_last"] > curves["gold_first"]
-        else "the RM score did not rise"
-    )
+    curves = plot_curves(out / "grpo" / "metrics.jsonl", out / "curves.png")
+    report = {
+        "rm_heldout": rm_summary["heldout"],
+        "rm_by_pair_kind": json.loads(kinds.read_text()),
+        "grpo": curves,
+    }
+    report["verdict"] = verdict(curves)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
