@@ -18,7 +18,6 @@ on a known 0..1 scale).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -255,21 +254,6 @@ def scan_alarms(records: Iterable[Mapping[str, Any]], cfg: AlarmConfig) -> list[
             i = current[f.name]
             episodes[i] = Alarm(f.name, episodes[i].first_step, watch.history.last_step, f.message, f.keys)
     return episodes
-
-
-_BLOCK = re.compile(r"<(think|answer)>(.*?)</\1>|\\boxed\{([^{}]*)\}", re.S)
-
-
-def has_empty_format(completion: str) -> bool:
-    """True when the completion has a <think>/<answer> block or a \\boxed{} (the format a format
-    reward pays for) and one of them holds only whitespace."""
-    blocks = [m.group(2) if m.group(1) else m.group(3) for m in _BLOCK.finditer(completion)]
-    return any(not b.strip() for b in blocks)
-
-
-def empty_answer_frac(completions: Sequence[str]) -> float:
-    """Share of completions whose format is satisfied with empty content (rollout/empty_answer_frac)."""
-    return sum(map(has_empty_format, completions)) / max(len(completions), 1)
 
 
 def alarm_record(step: int, firing: Firing) -> dict[str, Any]:

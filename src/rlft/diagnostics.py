@@ -61,6 +61,21 @@ def repeated_ngram_frac(items: Sequence[Hashable], n: int) -> float:
     return (total - distinct) / total
 
 
+_BLOCK = re.compile(r"<(think|answer)>(.*?)</\1>|\\boxed\{([^{}]*)\}", re.S)
+
+
+def has_empty_format(completion: str) -> bool:
+    """True when the completion has a <think>/<answer> block or a \\boxed{} (the format a format
+    reward pays for) and one of them holds only whitespace."""
+    blocks = [m.group(2) if m.group(1) else m.group(3) for m in _BLOCK.finditer(completion)]
+    return any(not b.strip() for b in blocks)
+
+
+def empty_answer_frac(completions: Sequence[str]) -> float:
+    """Share of completions whose format is satisfied with empty content (rollout/empty_answer_frac)."""
+    return sum(map(has_empty_format, completions)) / max(len(completions), 1)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """q-quantile (0 <= q <= 1) with linear interpolation between the two closest ranks (numpy's
     default): position (len - 1) * q in the sorted values."""
@@ -89,6 +104,7 @@ def text_diagnostics(
     return {
         "rollout/reflection_frac": _mean([float(c > 0) for c in counts]),
         "rollout/reflection_count": _mean([float(c) for c in counts]),
+        "rollout/empty_answer_frac": empty_answer_frac(completions),
         "rollout/think_words": _mean([float(think_words(t, think_tag)) for t in completions]),
         "rollout/repeat_ngram_frac": _mean([repeated_ngram_frac(ids, ngram) for ids in response_ids]),
     }

@@ -8,7 +8,7 @@ import re
 
 from report_support import make_run
 
-from rlft.alarms import empty_answer_frac
+from rlft.diagnostics import empty_answer_frac
 from rlft.metrics import read_jsonl_records
 
 TINY = "configs/grpo_tiny.yaml"

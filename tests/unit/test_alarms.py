@@ -12,12 +12,11 @@ from rlft.alarms import (
     MetricHistory,
     as_number,
     check_alarms,
-    empty_answer_frac,
     first_and_last,
-    has_empty_format,
     scan_alarms,
     standardized_rise,
 )
+from rlft.diagnostics import empty_answer_frac, has_empty_format
 from rlft.schema.rl import AlarmConfig
 
 CFG = AlarmConfig(window=2, verifier_key="reward/numeric_answer")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlft.alarms import AlarmWatch, alarm_record, empty_answer_frac
+from rlft.alarms import AlarmWatch, alarm_record
 from rlft.algorithms import Algorithm
 from rlft.algorithms.core import KL_ESTIMATORS
 from rlft.algorithms.kl_control import AdaptiveKLController
@@ -215,7 +215,6 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
                 if periodic_eval.due(state.step):  # eval/* at this step; training RNG untouched
                     with timer("eval_periodic"):
                         metrics.update(periodic_eval(parts.model, parts.tok, state.step))
-                metrics["rollout/empty_answer_frac"] = empty_answer_frac(batch.rollouts.completions)  # alarms
                 metrics = reduce_metrics(metrics)  # over ranks: rank 0 logs global values
                 stop.requested = any_rank(stop.requested)  # every rank stops after the same step
                 logger.log_metrics(state.step, metrics)
