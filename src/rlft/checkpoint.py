@@ -186,14 +186,21 @@ def load_model_weights(model: Any, path: Path) -> None:
     load_full_weights(model, path)
 
 
-def load_full_weights(model: Any, path: Path) -> None:
-    """Load safetensors weights in place; tied parameters missing from the file must share storage."""
+def read_full_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint or HF dir: every .safetensors file but the critic's and
+    the trainable-only (LoRA) one."""
     files = sorted(f for f in path.glob("*.safetensors") if f.name not in (CRITIC, TRAINABLE))
     if not files:
         raise FileNotFoundError(f"{path}: no .safetensors weights")
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(f))
+    return state
+
+
+def load_full_weights(model: Any, path: Path) -> None:
+    """Load safetensors weights in place; tied parameters missing from the file must share storage."""
+    state = read_full_weights(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"{path}: weights do not match the model (unexpected keys {unexpected[:3]})")
@@ -214,15 +221,27 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model (and critic), optimizer, scheduler and RNG state; return the trainer state.
     Checks first (changing nothing) that the checkpoint fits this model, critic and run_info."""
-    if not (path / COMPLETE).exists():
-        raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
-    check_signature(path, run_signature(model, critic, run_info))
+    check_checkpoint(path, model, critic, run_info)
     load_model_weights(model, path)
     if critic is not None:
         if not (path / CRITIC).exists():
             raise ValueError(f"{path} has no value model ({CRITIC}) but this run uses one")
         critic.load_state_dict(load_file(str(path / CRITIC)))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return load_loop_state(path, scheduler)
+
+
+def check_checkpoint(
+    path: Path, model: Any, critic: Any = None, run_info: Mapping[str, Any] | None = None
+) -> None:
+    """Fail, changing nothing, unless `path` is complete and fits this model, critic and run."""
+    if not (path / COMPLETE).exists():
+        raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    check_signature(path, run_signature(model, critic, run_info))
+
+
+def load_loop_state(path: Path, scheduler: Any) -> dict[str, Any]:
+    """Restore the scheduler and every RNG; return the trainer state."""
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text())

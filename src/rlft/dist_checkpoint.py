@@ -15,17 +15,15 @@ Checkpoints live in output_dir, which every rank must see (a shared filesystem a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from rlft import checkpoint
-from rlft.checkpoint import COMPLETE, CRITIC, TRAINABLE, CheckpointError, check_signature, run_signature
+from rlft.checkpoint import CheckpointError
 from rlft.distributed import broadcast_object, is_main, world_size
 from rlft.sharding import (
     full_optimizer_state,
@@ -62,30 +60,17 @@ def save_checkpoint(
     run_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """rlft.checkpoint.save_checkpoint, on every rank of the run (see the module docstring)."""
-    if world_size() == 1:
-        return checkpoint.save_checkpoint(
-            root, step, model, optimizer, scheduler, trainer_state, keep, critic, tokenizer, run_info
-        )
-    writer_model, writer_optimizer = model, optimizer
-    if is_sharded(model):  # collectives: every rank, before rank 0 writes
-        writer_model = _GatheredModel(model, full_state_dict(model))
+    if world_size() > 1 and is_sharded(model):  # collectives: every rank, before rank 0 writes
+        model = _GatheredModel(model, full_state_dict(model))
         gathered = full_optimizer_state(optimizer)
-        writer_optimizer = SimpleNamespace(state_dict=lambda: gathered)
+        optimizer = SimpleNamespace(state_dict=lambda: gathered)
+    args = (root, step, model, optimizer, scheduler, trainer_state, keep, critic, tokenizer, run_info)
+    if world_size() == 1:
+        return checkpoint.save_checkpoint(*args)
     error = None
     if is_main():
         try:
-            checkpoint.save_checkpoint(
-                root,
-                step,
-                writer_model,
-                writer_optimizer,
-                scheduler,
-                trainer_state,
-                keep,
-                critic,
-                tokenizer,
-                run_info,
-            )
+            checkpoint.save_checkpoint(*args)
         except Exception as e:  # every rank fails with rank 0's error, none waits forever
             error = f"{type(e).__name__}: {e}"
     error = broadcast_object(error)
@@ -111,17 +96,7 @@ def load_checkpoint(
         )
     if not is_sharded(model):
         return checkpoint.load_checkpoint(path, model, optimizer, scheduler, critic, run_info)
-    if not (path / COMPLETE).exists():
-        raise ValueError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
-    check_signature(path, run_signature(model, critic, run_info))
-    files = sorted(f for f in path.glob("*.safetensors") if f.name not in (CRITIC, TRAINABLE))
-    if not files:
-        raise FileNotFoundError(f"{path}: no .safetensors weights")
-    weights: dict[str, torch.Tensor] = {}
-    for f in files:
-        weights.update(load_file(f))
-    load_full_state_dict(model, weights)
+    checkpoint.check_checkpoint(path, model, critic, run_info)
+    load_full_state_dict(model, checkpoint.read_full_weights(path))
     load_full_optimizer_state(optimizer, torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    checkpoint.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return json.loads((path / "trainer_state.json").read_text())
+    return checkpoint.load_loop_state(path, scheduler)
