@@ -66,18 +66,17 @@ def _jsonable(v: Any) -> Any:
 
 
 class RunLogger:
-    """metrics.jsonl, samples.jsonl and alarms.jsonl in out_dir, the chosen metric backends
-    (TensorBoard unless `backends` says otherwise) and a progress bar."""
+    """metrics.jsonl, samples.jsonl and alarms.jsonl in out_dir, the given metric backends
+    (`for_config` opens those a run's log config names) and a progress bar."""
 
     def __init__(
         self,
         out_dir: Path,
         total_steps: int,
         start_step: int = 0,
-        tensorboard: bool = True,
         progress: bool = True,
         desc: str = "rl",
-        backends: Sequence[MetricsBackend] | None = None,
+        backends: Sequence[MetricsBackend] = (),
     ):
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,8 +85,6 @@ class RunLogger:
         self.alarms_path = out_dir / "alarms.jsonl"
         for path in (self.metrics_path, self.samples_path, self.alarms_path):
             _truncate_jsonl(path, start_step)
-        if backends is None:
-            backends = _tensorboard_or_nothing(out_dir, start_step) if tensorboard else []
         self.backends = list(backends)
         self.bar = None
         if progress:
