@@ -202,8 +202,9 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     log_dir, log_config = rank_log_dir(out_dir, config.log)  # rank 0: out_dir; others: ranks/rank-N
     logger = RunLogger.for_config(log_dir, log_config, config.train.steps, state.step, "rl", to_dict(config))
     # alarms hook (rlft.alarms): history in memory; a resumed run rebuilds it from metrics.jsonl
-    past = read_jsonl_records(logger.metrics_path)
-    watch = AlarmWatch(config.alarms, past) if config.alarms.enabled else None
+    watch = None
+    if config.alarms.enabled:
+        watch = AlarmWatch(config.alarms, read_jsonl_records(logger.metrics_path))
     metrics: dict[str, float] = {}
     with GracefulStop() as stop:
         try:
