@@ -7,7 +7,7 @@ import math
 import torch
 
 from rlft.rollout.base import SamplingParams
-from rlft.rollout.decode import filter_logits
+from rlft.rollout.decode import filter_logits, sample_categorical
 from rlft.rollout.hf import HFGenerator
 
 PROMPTS = ["What is 2 + 3?", "Hi", "What is 10 * 12?"]
@@ -43,19 +43,46 @@ def test_greedy_equals_generate_when_rows_finish_early(tiny_model, tiny_tok):
     assert lean.response_ids == ref.response_ids
 
 
-def test_seeded_sampling_equals_generate_without_early_stop(tiny_model, tiny_tok):
-    # with no EOS possible every row samples every step, so both loops draw the same random
-    # numbers in the same order: identical tokens prove the sampling maths (temperature) match
-    gen = HFGenerator(tiny_model, tiny_tok)
-    ref = HFGenerator(tiny_model, tiny_tok, use_generate=True)
+def _token_histogram(tokens: list[int], vocab: int) -> torch.Tensor:
+    return torch.bincount(torch.tensor(tokens), minlength=vocab).double() / len(tokens)
+
+
+def test_sampling_has_generates_distribution(tiny_model, tiny_tok):
+    # 4000 samples of 2 tokens from one prompt (no EOS possible) with each loop; temperature 0.2
+    n, vocab, params = 4000, len(tiny_tok), SamplingParams(max_new_tokens=2, temperature=0.2)
+    prompt = _ids(tiny_tok)[:1]
+    gen = HFGenerator(tiny_model, tiny_tok, batch_size=n)
+    ref = HFGenerator(tiny_model, tiny_tok, batch_size=n, use_generate=True)
     gen.eos = ref.eos = [len(tiny_tok) + 100]  # an id the model can never produce
-    params = SamplingParams(max_new_tokens=10, temperature=0.7)
     torch.manual_seed(3)
-    a = gen.generate(_ids(tiny_tok), params, 2)
-    torch.manual_seed(3)
-    b = ref.generate(_ids(tiny_tok), params, 2)
-    assert a.response_ids == b.response_ids
-    assert not any(a.finished)
+    ours = gen.generate(prompt, params, n).response_ids
+    torch.manual_seed(4)
+    theirs = ref.generate(prompt, params, n).response_ids
+    with torch.no_grad():
+        logits = tiny_model(input_ids=torch.tensor(prompt)).logits[0, -1]
+    exact = torch.softmax(logits.double() / 0.2, -1)
+    # total variation to the exact first-token distribution: sampling noise alone gives at most
+    # 0.5 * sum sqrt(2p/(pi n)) ~ 0.05 (101 tokens); temperature 0.4 instead is 0.28 away
+    wrong_temperature = torch.softmax(logits.double() / 0.4, -1)
+    first = [_token_histogram([r[i] for r in rows], vocab) for rows in (ours, theirs) for i in (0,)]
+    for hist in first:
+        assert 0.5 * (hist - exact).abs().sum() < 0.06
+        assert 0.5 * (hist - wrong_temperature).abs().sum() > 0.2
+    # second tokens (conditioned on the first): the two loops' marginals agree
+    second = [_token_histogram([r[1] for r in rows], vocab) for rows in (ours, theirs)]
+    assert 0.5 * (second[0] - second[1]).abs().sum() < 0.1
+
+
+def test_sample_categorical_frequencies_and_zero_mass():
+    # unnormalised weights 1.0 : 0.6 : 0.3 : 0.1 : 0 (= 0.5, 0.3, 0.15, 0.05, 0), 40000 draws:
+    # expected counts 20000, 12000, 6000, 2000, 0; binomial std sqrt(n p (1-p)) = 100, 92, 71, 44
+    weights = torch.tensor([1.0, 0.6, 0.3, 0.1, 0.0]).expand(40000, 5)
+    drawn = sample_categorical(weights, torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=5).tolist()
+    for count, expected, std in zip(counts, [20000, 12000, 6000, 2000, 0], [100, 92, 71, 44, 0], strict=True):
+        assert abs(count - expected) <= 5 * std
+    again = sample_categorical(weights, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, again)  # seeded: the same draws
 
 
 def test_filter_logits_top_k_and_top_p():

@@ -113,3 +113,24 @@ def test_non_llama_teacher_is_refused_by_name(tiny_tok, tmp_path: Path):
     with pytest.raises(ValueError, match="GPT2LMHeadModel.*'gpt2'"):
         make_layer_subset_student(gpt2, "every_other", tmp_path / "x", tokenizer=tiny_tok)
     assert not (tmp_path / "x").exists()
+
+
+def test_best_block_drops_the_layers_that_change_nothing(tmp_path: Path):
+    from rlft.students import best_block_layers
+    from rlft.tiny import build_tiny_model
+
+    model = _load(build_tiny_model(tmp_path / "tiny6", seed=5, layers=6))
+    # layers 2 and 3 write nothing to the residual stream (zero attention output and MLP down
+    # projections): h + 0 + 0 = h, so the model without them is exactly the model
+    with torch.no_grad():
+        for i in (2, 3):
+            model.model.layers[i].self_attn.o_proj.weight.zero_()
+            model.model.layers[i].mlp.down_proj.weight.zero_()
+    ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0  # a right-padded row: its padding is not scored
+    layers, scores = best_block_layers(model, ids, mask, keep=4)
+    assert layers == [0, 1, 4, 5]
+    assert sorted(scores) == [0, 1, 2, 3, 4]  # every start of a 2-layer block in 6 layers
+    assert abs(scores[2]) < 1e-6 and min(scores[s] for s in (0, 1, 3, 4)) > 1e-4
+    assert model.config.num_hidden_layers == 6 and len(model.model.layers) == 6  # restored

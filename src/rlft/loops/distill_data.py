@@ -158,14 +158,56 @@ def with_built_student(cfg: Any) -> Any:
     from rlft.students import make_layer_subset_student
 
     spec = cfg.student_layers.strip()
-    try:
-        layers = spec if spec == "every_other" else [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"student_layers='{spec}': use 'every_other' or indices like '0,2,3'") from None
     path = Path(cfg.output_dir) / "student-init"
     if not (path / "config.json").exists():
-        make_layer_subset_student(cfg.teacher, layers, path)
+        model, tok = _teacher(cfg.teacher, cfg.student.dtype)
+        layers = _layer_spec(spec, cfg, model, tok)
+        make_layer_subset_student(model, layers, path, tokenizer=tok)
     return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, path=str(path)))
+
+
+def _layer_spec(spec: str, cfg: Any, model: Any, tok: Any) -> list[int] | str:
+    """'every_other', 'auto' / 'auto:K' (the best contiguous block to drop, keeping K layers:
+    default as many as every_other, scored on the teacher's greedy answers to 16 training
+    prompts), or indices like '0,2,3'."""
+    from rlft.students import best_block_layers, every_other_layer
+
+    if spec == "every_other":
+        return spec
+    if spec == "auto" or spec.startswith("auto:"):
+        n = model.config.num_hidden_layers
+        keep = int(spec[5:]) if spec.startswith("auto:") and spec[5:].isdigit() else 0
+        if spec != "auto" and not 0 < keep <= n:
+            raise ConfigError(f"student_layers='{spec}': 'auto:K' needs 1 <= K <= {n}")
+        ids, mask = _calibration_batch(cfg, model, tok)
+        layers, scores = best_block_layers(model, ids, mask, keep or len(every_other_layer(n)))
+        log.info("student: KL per dropped block start %s -> layers %s", json.dumps(scores), layers)
+        return layers
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"student_layers='{spec}': use 'every_other', 'auto', 'auto:K' or indices like '0,2,3'"
+        ) from None
+
+
+def _calibration_batch(cfg: Any, model: Any, tok: Any, prompts: int = 16) -> tuple[Any, Any]:
+    """The first `prompts` training prompts with the teacher's greedy answers, right-padded:
+    (input_ids [B, L], attention_mask [B, L])."""
+    import torch
+
+    rows = load_train_rows(cfg.data, cfg.seed, prompts)[:prompts]
+    texts = [chat_text(tok, row[cfg.data.prompt_field], cfg.data.system_prompt) for row in rows]
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    params = SamplingParams(cfg.traces.max_new_tokens, temperature=0.0)
+    gens = make_generator("hf", model.eval(), tok, prompts).generate(ids, params)
+    seqs = [p + r for p, r in zip(ids, gens.response_ids, strict=True)]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        input_ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return input_ids, mask
 
 
 def run_distill(cfg: Any) -> dict[str, Any]:

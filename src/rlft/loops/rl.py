@@ -73,6 +73,7 @@ def rl_step(
     lap = Laps()
     p = dataclasses.replace(cfg.algo, kl_coef=state.kl.value)
     mb_size, share = cfg.train.microbatch_size, cfg.train.share_prompt_forward
+    buckets = cfg.train.length_buckets
     # 1-3. prompts, G completions each, rewards (dynamic sampling refills flat groups)
     rollouts, scores, metrics = collect_rollouts(
         cfg, parts, generator, terms, state.stream, p.dynamic_sampling
@@ -89,10 +90,10 @@ def rl_step(
         or (ref and (p.kl_in_reward or p.target_kl > 0))
     )
     if old:
-        batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share))
+        batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share, buckets))
     lap("old_logprobs")
     if ref:
-        batch = batch.with_(ref_logprobs=rollout_logprobs(parts.ref_model, rollouts, mb_size, share))
+        batch = batch.with_(ref_logprobs=rollout_logprobs(parts.ref_model, rollouts, mb_size, share, buckets))
     lap("ref_logprobs")
     values = rollout_values(parts.critic, rollouts, mb_size) if parts.critic is not None else None
     lap("values")
@@ -165,6 +166,7 @@ def update(
         cfg.rollout.max_new_tokens,
         share,
         parts.critic,
+        length_buckets=t.length_buckets,
     )
 
 

@@ -57,6 +57,7 @@ def batch_arithmetic(cfg: RLConfig) -> dict[str, int]:
         ("rollout.prompts_per_step", r.prompts_per_step),
         ("rollout.samples_per_prompt", r.samples_per_prompt),
         ("train.microbatch_size", t.microbatch_size),
+        ("train.length_buckets", t.length_buckets),
         ("train.steps", t.steps),
         ("algo.epochs", cfg.algo.epochs),
         ("rollout.max_new_tokens", r.max_new_tokens),
@@ -154,7 +155,8 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
 
 def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
     """ConfigError for what several processes cannot run (yet); under fsdp2 the prompt-sharing
-    forward is off (its number of forward passes varies by rank, FSDP2 needs them in step)."""
+    forward and length buckets are off (their number of forward passes varies by rank, FSDP2
+    needs them in step)."""
     if world_size() == 1:
         return cfg
     n, strategy = world_size(), cfg.dist.strategy
@@ -176,7 +178,8 @@ def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
         if bad:
             raise ConfigError(f"{what} is not supported on several processes ({n} here) yet: {instead}")
     if strategy == "fsdp2":
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, share_prompt_forward=False))
+        train = dataclasses.replace(cfg.train, share_prompt_forward=False, length_buckets=1)
+        cfg = dataclasses.replace(cfg, train=train)
     return cfg
 
 

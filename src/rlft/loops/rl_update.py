@@ -79,12 +79,14 @@ def minibatch_step(
     share_prompt: bool = True,
     critic: Any = None,
     filler: ScoredBatch | None = None,
+    length_buckets: int = 1,
 ) -> dict[str, float]:
     """One optimizer step over minibatch `mb` (this rank's rows of it); loss normalised over the
     whole minibatch of every rank, gradients summed over ranks, metrics global.
     `max_len` is the constant normaliser's length (max_new_tokens; default: the batch's T);
     `share_prompt` runs each distinct prompt of a microbatch once (rlft.forward); with a `critic`,
-    the clipped value loss (weight params.value.coef) joins the policy loss. Under fsdp2 every
+    the clipped value loss (weight params.value.coef) joins the policy loss; `length_buckets` cuts
+    each microbatch's padding (rlft.forward.response_logprobs). Under fsdp2 every
     rank must run as many forward passes as the others: extra ones run on `filler` (one row)
     with weight 0."""
     mask = loss_mask(mb)
@@ -99,7 +101,14 @@ def minibatch_step(
     extra = _extra_passes(model, len(chunks), filler)  # before any pass: it is a collective
     for idx in chunks:
         loss, metrics, n = _microbatch_backward(
-            model, algo, mb.select(idx), mask[idx], weights[idx], params, share_prompt, critic
+            model,
+            algo,
+            mb.select(idx),
+            mask[idx],
+            weights[idx],
+            params,
+            (share_prompt, length_buckets),
+            critic,
         )
         total_loss += loss
         tokens += n
@@ -107,7 +116,7 @@ def minibatch_step(
             sums[k] += float(v) * n
     for _ in range(extra):
         fm = loss_mask(filler)
-        _microbatch_backward(model, algo, filler, fm, torch.zeros(fm.shape), params, False, critic)
+        _microbatch_backward(model, algo, filler, fm, torch.zeros(fm.shape), params, (False, 1), critic)
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable += list(critic.parameters()) if critic is not None else []
     if len(active) == 0 and all(p.grad is None for p in trainable):  # an all-zero loss: zero grads
@@ -152,14 +161,13 @@ def _microbatch_backward(
     m: torch.Tensor,
     weights: torch.Tensor,
     params: Any,
-    share_prompt: bool,
+    forward: tuple[bool, int],
     critic: Any,
 ) -> tuple[float, dict[str, Any], float]:
-    """Backward of sum(token loss * weights) over one microbatch: (loss, metrics, tokens)."""
+    """Backward of sum(token loss * weights) over one microbatch: (loss, metrics, tokens);
+    `forward` = (share_prompt, length_buckets) of rlft.forward.response_logprobs."""
     r = micro.rollouts
-    logprobs, entropy = response_logprobs(
-        model, r.input_ids, r.attention_mask, m.shape[1], with_entropy=True, share_prompt=share_prompt
-    )
+    logprobs, entropy = response_logprobs(model, r.input_ids, r.attention_mask, m.shape[1], True, *forward)
     old = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
     token_loss, metrics = algo.token_loss(logprobs, old, micro.ref_logprobs, micro.advantages, m, params)
     if critic is not None:
@@ -191,6 +199,7 @@ def update_policy(
     max_len: int | None = None,
     share_prompt: bool = True,
     critic: Any = None,
+    length_buckets: int = 1,
 ) -> dict[str, float]:
     """epochs x minibatches optimizer steps; returns metrics averaged over them. Minibatches are
     drawn from the batch of all ranks (rank r holds its rows r*B .. (r+1)*B - 1), so N ranks
@@ -220,6 +229,7 @@ def update_policy(
                 share_prompt,
                 critic,
                 filler,
+                length_buckets,
             )
             for k, v in step_metrics.items():
                 all_metrics[k].append(v)

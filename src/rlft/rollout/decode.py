@@ -34,6 +34,19 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
+def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of probs [N, V] (rows may be unnormalised) by inverting the CDF:
+    u ~ U[0, total), token = first index whose cumulative mass exceeds u. Same distribution as
+    torch.multinomial (zero-mass tokens are never drawn), ~30x cheaper on a CPU at V=49k since
+    it needs one uniform per row instead of one exponential per vocabulary entry."""
+    cdf = probs.cumsum(-1)  # CPU cumsum accumulates in double, stores float: error ~1 ulp of total
+    total = cdf[:, -1:].contiguous()
+    u = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device, generator=generator) * total
+    drawn = torch.searchsorted(cdf, u, right=True)
+    last_with_mass = torch.searchsorted(cdf, total)  # guards u rounding up to the total
+    return torch.minimum(drawn, last_with_mass).squeeze(-1)
+
+
 def next_tokens(
     logits: Tensor,
     params: SamplingParams,
@@ -47,11 +60,11 @@ def next_tokens(
     logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     probs = torch.softmax(logits, dim=-1)
     if generators is None or owners is None:
-        return torch.multinomial(probs, 1).squeeze(-1)
+        return sample_categorical(probs)
     tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
     for owner in owners.unique().tolist():
         rows = owners == owner
-        tokens[rows] = torch.multinomial(probs[rows], 1, generator=generators[owner]).squeeze(-1)
+        tokens[rows] = sample_categorical(probs[rows], generators[owner])
     return tokens
 
 

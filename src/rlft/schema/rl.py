@@ -99,6 +99,9 @@ class TrainConfig:
     minibatch_size: int = field(0, "sequences per optimizer step (0 = the whole batch)")
     microbatch_size: int = field(16, "sequences per forward/backward pass")
     share_prompt_forward: bool = field(True, "run each prompt once per microbatch and share its KV cache")
+    length_buckets: int = field(
+        4, "forward passes sort a microbatch by response length into N groups, each cut to its longest"
+    )
     save_every: int = field(10, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = field(2, "complete checkpoints to keep")
     max_nonfinite_steps: int = field(3, "abort after this many consecutive non-finite loss/grad steps")
