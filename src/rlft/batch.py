@@ -33,6 +33,17 @@ class Rollouts:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: Any) -> Rollouts:
+        """The same rollouts with every tensor on `device` (the model's)."""
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_mask=self.response_mask.to(device),
+            group_ids=self.group_ids.to(device),
+            truncated=self.truncated.to(device),
+        )
+
 
 @dataclass(frozen=True)
 class ScoredBatch:

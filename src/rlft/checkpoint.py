@@ -227,7 +227,7 @@ def load_checkpoint(
         if not (path / CRITIC).exists():
             raise ValueError(f"{path} has no value model ({CRITIC}) but this run uses one")
         critic.load_state_dict(load_file(str(path / CRITIC)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     return load_loop_state(path, scheduler)
 
 
@@ -242,8 +242,8 @@ def check_checkpoint(
 
 def load_loop_state(path: Path, scheduler: Any) -> dict[str, Any]:
     """Restore the scheduler and every RNG; return the trainer state."""
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True, map_location="cpu"))
     return json.loads((path / "trainer_state.json").read_text())
 
 

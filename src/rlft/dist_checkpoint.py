@@ -98,5 +98,7 @@ def load_checkpoint(
         return checkpoint.load_checkpoint(path, model, optimizer, scheduler, critic, run_info)
     checkpoint.check_checkpoint(path, model, critic, run_info)
     load_full_state_dict(model, checkpoint.read_full_weights(path))
-    load_full_optimizer_state(optimizer, torch.load(path / "optimizer.pt", weights_only=True))
+    load_full_optimizer_state(
+        optimizer, torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    )
     return checkpoint.load_loop_state(path, scheduler)

@@ -33,13 +33,14 @@ def env_world_size() -> int:
 
 def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> None:
     """Join the process group torchrun describes (idempotent; nothing at world size 1).
-    backend auto = gloo for CPU tensors, plus NCCL for CUDA tensors when a GPU is present."""
+    backend auto = gloo for CPU tensors, plus NCCL for CUDA tensors when every local rank has a
+    GPU of its own (NCCL refuses two ranks on one device: ranks sharing GPUs use gloo for both)."""
     if dist.is_initialized() or env_world_size() == 1:
         return
     if backend == "auto":
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = auto_backend()
+    if torch.cuda.is_available():  # ranks beyond the node's GPUs share them (rlft.models.resolve_device)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     timeout = timedelta(seconds=timeout_s)
     store = _attempt_store(timeout)
     if store is None:
@@ -51,6 +52,14 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> None:
     log.info(
         "rank %d of %d joined the process group (%s, timeout %.0fs)", rank(), world_size(), backend, timeout_s
     )
+
+
+def auto_backend() -> str:
+    """The process-group backend `dist.backend=auto` picks on this node (see init_distributed)."""
+    if not torch.cuda.is_available():
+        return "gloo"
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", env_world_size()))
+    return "cpu:gloo,cuda:nccl" if local_ranks <= torch.cuda.device_count() else "gloo"
 
 
 def _attempt_store(timeout: timedelta) -> dist.Store | None:
@@ -249,7 +258,8 @@ def on_global_rows(fn: Callable[..., Any], *tensors: Tensor | None) -> Any:
     ]
     out = fn(*joined)
     local_width = next((t.shape[1] for t in mine if _is_2d(t)), None)
-    return _take_rows(out, start, rows[rank()], local_width)
+    device = next(t.device for t in tensors if t is not None)  # gathered on the CPU: back to it
+    return _take_rows(out, start, rows[rank()], local_width, device)
 
 
 def _is_2d(t: Tensor | None) -> bool:
@@ -264,10 +274,10 @@ def _pad_to(t: Tensor, width: int) -> Tensor:
     return out
 
 
-def _take_rows(out: Any, start: int, n: int, width: int | None) -> Any:
+def _take_rows(out: Any, start: int, n: int, width: int | None, device: Any) -> Any:
     if isinstance(out, tuple):
-        return tuple(_take_rows(o, start, n, width) for o in out)
+        return tuple(_take_rows(o, start, n, width, device) for o in out)
     if out is None:
         return None
     rows = out[start : start + n]
-    return rows[:, :width] if rows.dim() == 2 and width is not None else rows
+    return (rows[:, :width] if rows.dim() == 2 and width is not None else rows).to(device)

@@ -128,8 +128,32 @@ def prepare_tokenizer(tok: Any, padding_side: str = "left") -> Any:
     return tok
 
 
+def resolve_device(name: str = "auto") -> Any:
+    """The torch.device a process computes on. 'auto': its GPU when CUDA is available, else the
+    CPU; 'cuda': its GPU (an error without one); 'cpu' and 'cuda:N' as given. A process's GPU is
+    cuda:(LOCAL_RANK mod GPUs), so torchrun's ranks spread over the node's GPUs."""
+    import torch
+
+    from rlft.config import ConfigError
+
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device 'model.device={name}' (auto, cpu, cuda, cuda:N)")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"'model.device={name}' but torch sees no CUDA device (torch {torch.__version__})")
+    if name.startswith("cuda:"):
+        return torch.device(name)
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
+def model_device(model: Any) -> Any:
+    """The torch.device of a model's (first) parameters."""
+    return next(model.parameters()).device
+
+
 def load_causal_lm(
-    path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
+    path: str, dtype: str = "float32", device: Any = "cpu", trust_remote_code: bool = False
 ) -> Any:
     import torch
     from transformers import AutoModelForCausalLM

@@ -18,7 +18,9 @@ from rlft.data.preferences import encode_conversation
 from rlft.ops import position_ids_from_mask
 
 
-def load_reward_model(path: str, tok: Any, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+def load_reward_model(
+    path: str, tok: Any, dtype: str = "float32", trust_remote_code: bool = False, device: Any = "cpu"
+) -> Any:
     """A reward model from a saved RM, or a fresh scalar head on a causal LM checkpoint."""
     from transformers import AutoModelForSequenceClassification
 
@@ -26,7 +28,7 @@ def load_reward_model(path: str, tok: Any, dtype: str = "float32", trust_remote_
         path, num_labels=1, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
     model.config.pad_token_id = tok.pad_token_id
-    return model
+    return model.to(device)
 
 
 def score_head(model: Any) -> torch.nn.Module:

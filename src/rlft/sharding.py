@@ -45,6 +45,7 @@ def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+    check_fsdp2_backend(device, torch.distributed.get_backend())
     mesh = init_device_mesh(device, (world_size(),))
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh)
@@ -55,6 +56,19 @@ def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn
                 m.set_gradient_divide_factor(1.0)
                 m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-scaled sum
     return model
+
+
+def check_fsdp2_backend(device: str, backend: str) -> None:
+    """ConfigError unless FSDP2's collectives can run: on CUDA they need NCCL, which wants a GPU
+    per rank (gloo's CUDA path crashes in FSDP2's reduce-scatter: seen as SIGSEGV on an H200)."""
+    if device == "cuda" and "nccl" not in backend:
+        from rlft.config import ConfigError
+
+        raise ConfigError(
+            f"dist.strategy=fsdp2 on CUDA needs the NCCL backend, one GPU per process; this group uses "
+            f"'{backend}' ({world_size()} processes, {torch.cuda.device_count()} GPUs): start at most one "
+            "process per GPU, or use dist.strategy=ddp (ranks may share a GPU) or model.device=cpu"
+        )
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:

@@ -80,7 +80,7 @@ class Algorithm:
         """bool [B]: rows whose loss can have a non-zero gradient. A row with all-zero advantages
         and no KL or value term in the loss contributes exactly nothing, so the update may skip it."""
         adv = batch.advantages
-        rows = (adv != 0).any(-1) if adv is not None else torch.ones(batch.rollouts.size, dtype=torch.bool)
+        rows = (adv != 0).any(-1) if adv is not None else torch.ones_like(batch.scores, dtype=torch.bool)
         kl_in_loss = batch.ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward
         if kl_in_loss or self.uses_value_model:
             return torch.ones_like(rows)

@@ -96,6 +96,7 @@ def make_traces(
     prompt_field: str = "prompt",
     system_prompt: str | None = None,
     dtype: str = "float32",
+    device: str = "auto",
 ) -> dict[str, float]:
     """Sample the teacher (a path / alias, or a (model, tokenizer) pair) n_samples times per row,
     score each sample with `verifier(prompt_text, completion, row)` (a reward fn or its name), keep
@@ -106,7 +107,7 @@ def make_traces(
     """
     if n_samples < 1 or keep_per_prompt < 1:
         raise ValueError(f"n_samples and keep_per_prompt must be >= 1, got {n_samples}, {keep_per_prompt}")
-    model, tok = _teacher(teacher, dtype)
+    model, tok = _teacher(teacher, dtype, device)
     fn = resolve_reward(verifier) if isinstance(verifier, str) else verifier
     stats = {"prompts": 0, "samples": 0, "kept": 0, "prompts_with_kept": 0, "truncated": 0}
     out = Path(out_jsonl)
@@ -141,13 +142,13 @@ def make_traces(
     return result
 
 
-def _teacher(teacher: Any, dtype: str) -> tuple[Any, Any]:
+def _teacher(teacher: Any, dtype: str, device: str) -> tuple[Any, Any]:
     if isinstance(teacher, tuple):
         return teacher
-    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlft.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 
     path = resolve_model_path(str(teacher))
-    return load_causal_lm(path, dtype), load_tokenizer(path)
+    return load_causal_lm(path, dtype, resolve_device(device)), load_tokenizer(path)
 
 
 def with_built_student(cfg: Any) -> Any:
@@ -160,7 +161,7 @@ def with_built_student(cfg: Any) -> Any:
     spec = cfg.student_layers.strip()
     path = Path(cfg.output_dir) / "student-init"
     if not (path / "config.json").exists():
-        model, tok = _teacher(cfg.teacher, cfg.student.dtype)
+        model, tok = _teacher(cfg.teacher, cfg.student.dtype, cfg.student.device)
         layers = _layer_spec(spec, cfg, model, tok)
         make_layer_subset_student(model, layers, path, tokenizer=tok)
     return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, path=str(path)))
@@ -242,7 +243,7 @@ def run_traces(cfg: Any) -> dict[str, Any]:
         stats = make_traces(
             cfg.teacher, rows, t.n_samples, t.verifier, params, path, t.keep_per_prompt, t.threshold,
             t.drop_truncated, t.generation_batch_size, cfg.data.prompt_field, cfg.data.system_prompt,
-            cfg.student.dtype,
+            cfg.student.dtype, cfg.student.device,
         )  # fmt: skip
         stats_path.write_text(json.dumps(stats, indent=1))
     if stats["kept"] == 0:

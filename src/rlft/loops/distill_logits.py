@@ -34,7 +34,7 @@ from rlft.distributed import global_sum
 from rlft.forward import response_logits
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import run_supervised_loop
-from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.ops import gather_logprobs
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.rollout.base import SamplingParams, make_generator
@@ -63,7 +63,7 @@ def load_models(cfg: DistillConfig) -> Models:
     tok, t_tok = load_tokenizer(s_path), load_tokenizer(t_path)
     if tok.get_vocab() != t_tok.get_vocab():
         raise ValueError(f"student {s_path} and teacher {t_path} have different tokenizers (vocabularies)")
-    kw = {"trust_remote_code": cfg.student.trust_remote_code}
+    kw = {"device": resolve_device(cfg.student.device), "trust_remote_code": cfg.student.trust_remote_code}
     student = load_causal_lm(s_path, cfg.student.dtype, **kw)
     teacher = load_causal_lm(t_path, cfg.student.dtype, **kw).eval().requires_grad_(False)
     vocab = min(student.config.vocab_size, teacher.config.vocab_size)

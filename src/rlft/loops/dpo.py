@@ -26,7 +26,7 @@ from rlft.loops.preference_run import (
 )
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import run_supervised_loop
-from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
 
@@ -38,7 +38,9 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     path = resolve_model_path(cfg.model.path)
     seed_everything(cfg.seed)
     tok = load_tokenizer(path)
-    model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_causal_lm(
+        path, cfg.model.dtype, resolve_device(cfg.model.device), cfg.model.trust_remote_code
+    )
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.model.lora_rank > 0:

@@ -60,24 +60,16 @@ def _hint(path: Path) -> str:
     return ""
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def evaluate_model(name: str, rows: Sequence[Mapping[str, Any]], opts: EvalOptions) -> dict[str, Any]:
     """Load one model and evaluate it; the torch RNG is seeded with opts.seed first, so every model
     of a comparison samples from the same random stream."""
     import torch
 
-    from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.models import load_causal_lm, load_tokenizer, resolve_device
 
     path = check_model_dir(name)
     tok = load_tokenizer(path)
-    model = load_causal_lm(path, device=pick_device(opts.device)).eval()
+    model = load_causal_lm(path, device=resolve_device(opts.device)).eval()
     torch.manual_seed(opts.seed)
     return evaluate_rows(
         model,

@@ -28,7 +28,7 @@ from rlft.loops.preference_run import (
 )
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import run_supervised_loop
-from rlft.models import load_tokenizer, resolve_model_path
+from rlft.models import load_tokenizer, resolve_device, resolve_model_path
 from rlft.reward_models import load_reward_model, right_pad, score_texts, sequence_scores
 from rlft.schema.preference import RewardLossConfig, RMConfig
 
@@ -40,7 +40,9 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
     path = resolve_model_path(cfg.model.path)
     seed_everything(cfg.seed)
     tok = load_tokenizer(path, padding_side="right")
-    model = load_reward_model(path, tok, cfg.model.dtype, cfg.model.trust_remote_code)
+    model = load_reward_model(
+        path, tok, cfg.model.dtype, cfg.model.trust_remote_code, resolve_device(cfg.model.device)
+    )
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     train_rows, held_rows = load_split(cfg.data)

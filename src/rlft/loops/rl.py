@@ -29,6 +29,7 @@ from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, sa
 from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger, read_jsonl_records
+from rlft.models import model_device
 from rlft.ops import masked_mean, masked_sum
 from rlft.perf import Laps, PhaseTimer, mfu, step_flops
 from rlft.rewards.scoring import RewardTerm
@@ -78,6 +79,8 @@ def rl_step(
     rollouts, scores, metrics = collect_rollouts(
         cfg, parts, generator, terms, state.stream, p.dynamic_sampling
     )
+    device = model_device(parts.model)  # every later phase runs where the model lives
+    rollouts, scores = rollouts.to(device), scores.to(device)
     batch = ScoredBatch(rollouts=rollouts, scores=scores)
     lap("generate")
     lap.split("generate", "reward", metrics.pop("perf/reward_s"))

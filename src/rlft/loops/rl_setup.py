@@ -23,7 +23,15 @@ from rlft.data.prompts import PromptStream, load_eval_rows, load_prompt_examples
 from rlft.distributed import barrier, init_distributed, is_main, main_first, on_global_rows, rank, world_size
 from rlft.fsutil import atomic_directory
 from rlft.loops.evaluate import evaluate_rows, write_eval_results
-from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.models import (
+    AdaptersOff,
+    add_lora,
+    is_peft,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    resolve_model_path,
+)
 from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
 from rlft.rollout.base import make_generator
@@ -114,8 +122,9 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     with main_first():
         path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
     seed_everything(cfg.seed)
+    device = resolve_device(cfg.model.device)
     tok = load_tokenizer(path)
-    model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code)
     model.train()
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -127,7 +136,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         ref_model = AdaptersOff(model)
     elif algo.uses_ref_model(cfg.algo):
         ref_model = (
-            load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+            load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code)
             .eval()
             .requires_grad_(False)
         )
@@ -143,7 +152,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
     if algo.uses_value_model:
         v = cfg.algo.value
         critic = build_critic(v.kind, v.init_from, model, path, cfg.model.dtype, cfg.model.trust_remote_code)
-        critic = prepare_model(critic.train(), "ddp")
+        critic = prepare_model(critic.to(device).train(), "ddp")
         groups.append({"params": list(critic.parameters()), "lr": v.lr or cfg.train.optim.lr})
     optimizer, scheduler = make_optimizer(groups, cfg.train.optim, cfg.train.steps)
     generator = make_generator(cfg.rollout.backend, model, tok, cfg.rollout.generation_batch_size)

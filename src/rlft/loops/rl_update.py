@@ -116,7 +116,9 @@ def minibatch_step(
             sums[k] += float(v) * n
     for _ in range(extra):
         fm = loss_mask(filler)
-        _microbatch_backward(model, algo, filler, fm, torch.zeros(fm.shape), params, (False, 1), critic)
+        _microbatch_backward(
+            model, algo, filler, fm, torch.zeros_like(fm, dtype=torch.float), params, (False, 1), critic
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable += list(critic.parameters()) if critic is not None else []
     if len(active) == 0 and all(p.grad is None for p in trainable):  # an all-zero loss: zero grads

@@ -20,7 +20,7 @@ from rlft.data.sft import SFTBatch, SFTExample, encode_conversations, load_conve
 from rlft.distributed import global_sum
 from rlft.loops.rl_setup import seed_everything
 from rlft.loops.supervised import planned_steps, run_supervised_loop
-from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_model_path
+from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.schema.sft import SFTConfig, SFTDataConfig
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     path = resolve_model_path(cfg.model.path)
     seed_everything(cfg.seed)
     tok = load_tokenizer(path, padding_side="right")
-    model = load_causal_lm(path, cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_causal_lm(
+        path, cfg.model.dtype, resolve_device(cfg.model.device), cfg.model.trust_remote_code
+    )
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.model.lora_rank > 0:

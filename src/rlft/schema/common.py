@@ -13,6 +13,9 @@ from rlft.config import ConfigError, field
 class ModelConfig:
     path: str = field("smollm2-135m-instruct", "HF model id, local directory, or built-in alias")
     dtype: str = field("float32", "parameter dtype (float32 is fastest on CPU)")
+    device: str = field(
+        "auto", "auto (this process's GPU when CUDA is available, else cpu), cpu, cuda, cuda:N"
+    )
     gradient_checkpointing: bool = field(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = field(False, "allow custom modelling code from the model repo")
     lora_rank: int = field(0, "train LoRA adapters of this rank (PEFT) instead of all weights (0 = off)")
