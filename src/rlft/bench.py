@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rlft.perf import matmul_peak_flops, mfu, peak_rss_mib
+from rlft.perf import matmul_peak_flops, mfu, peak_device_memory_mib, peak_rss_mib
 
 PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer")
 
@@ -59,19 +59,27 @@ def summarize(
 def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | None = None) -> dict[str, Any]:
     """Measure the matmul peak, run `steps` RL steps of `config` (in a temporary directory unless
     `output_dir`), and summarize them."""
+    import torch
+
     from rlft.config import load_config
     from rlft.loops.rl import train_rl
     from rlft.metrics import read_jsonl_records
+    from rlft.models import resolve_device
     from rlft.schema.rl import RLConfig
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    peak = matmul_peak_flops()
-    print(f"[rlft bench] fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of 5 2048^3 matmuls)")
     with tempfile.TemporaryDirectory(prefix="rlft-bench-") as tmp:
         out = Path(output_dir or tmp)
         cfg = load_config(
             RLConfig, config, [*overrides, f"train.steps={steps}", f"output_dir={out}", "resume=false"]
+        )
+        device = resolve_device(cfg.model.device)
+        size = 8192 if device.type == "cuda" else 2048  # big enough to fill the device
+        peak = matmul_peak_flops(size, dtype=getattr(torch, cfg.model.dtype), device=device)
+        print(
+            f"[rlft bench] {cfg.model.dtype} matmul peak on {device}: {peak / 1e9:.1f} GFLOP/s "
+            f"(best of 5 {size}^3 matmuls)"
         )
         result = train_rl(cfg, peak_flops=peak)
         records = read_jsonl_records(out / "metrics.jsonl")
@@ -79,8 +87,12 @@ def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | N
     report = summarize(
         records, ckpt_s, checkpoints_written(steps, cfg.train.save_every), peak, peak_rss_mib()
     )
-    report["config"] = config
-    report["overrides"] = list(overrides)
+    report.update(
+        config=config,
+        overrides=list(overrides),
+        device=str(device),
+        peak_device_memory_mib=peak_device_memory_mib(device),
+    )
     return report
 
 
@@ -100,6 +112,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"MFU {report['mfu']:.2%} of {report['peak_gflops']:.1f} GFLOP/s",
         f"  peak RSS: {report['peak_rss_mib']:.0f} MiB (self + children)",
     ]
+    if report.get("peak_device_memory_mib"):
+        lines.append(
+            f"  peak {report['device']} memory allocated: {report['peak_device_memory_mib']:.0f} MiB"
+        )
     return "\n".join(lines)
 
 

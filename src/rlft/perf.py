@@ -4,20 +4,30 @@ peak RSS. Imports nothing else from the package."""
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 
+def sync_device() -> None:
+    """Wait for queued CUDA work (when CUDA is in use), so a wall-clock lap includes it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class Laps:
-    """perf/<phase>_s timings within one step."""
+    """perf/<phase>_s timings within one step (CUDA work included: each lap synchronises)."""
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
+        sync_device()
         self.clock = time.perf_counter()
 
     def __call__(self, name: str) -> None:
+        sync_device()
         now = time.perf_counter()
         self.times[f"perf/{name}_s"] = self.times.get(f"perf/{name}_s", 0.0) + now - self.clock
         self.clock = now
@@ -60,21 +70,31 @@ def mfu(flops: float, seconds: float, peak_flops: float) -> float:
     return flops / seconds / peak_flops
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5, dtype: Any = None) -> float:
+def matmul_peak_flops(size: int = 2048, repeats: int = 5, dtype: Any = None, device: Any = "cpu") -> float:
     """Best FLOP/s of `repeats` [size, size] @ [size, size] matmuls (2 size^3 FLOPs each, fp32
-    unless `dtype`) after one warm-up: the reference peak for MFU on this machine."""
+    unless `dtype`, on `device`) after one warm-up: the reference peak for MFU on this machine."""
     import torch  # lazily: `rlft --help` stays light
 
     dtype = dtype or torch.float32
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     torch.mm(a, b)
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best
+
+
+def peak_device_memory_mib(device: Any) -> float:
+    """Peak memory allocated by torch on a CUDA device, in MiB (0 for the CPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if torch.device(device).type == "cuda" else 0.0
 
 
 def peak_rss_mib() -> float:

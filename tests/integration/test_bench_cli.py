@@ -26,7 +26,7 @@ def test_bench_reports_medians_of_the_logged_phases(cli, tmp_path, tiny_model_pa
         "eval.after=false",
     )
     assert p.returncode == 0, p.stderr
-    assert "fp32 matmul peak" in p.stdout and "MFU" in p.stdout
+    assert "float32 matmul peak on cpu" in p.stdout and "MFU" in p.stdout
     assert "step 3: " in p.stderr  # the one-line throughput summary of each step (INFO log)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     report = json.loads(report_path.read_text())
