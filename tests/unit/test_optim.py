@@ -58,3 +58,16 @@ def test_scheduler_applies_factor_to_peak_lr():
         sched.step()
     # s=0: 0.1*1/2 = 0.05; s=1: 0.1*2/2 = 0.1; then progress (s-2)/4: s=2 -> 0.1, s=3 -> 0.075, s=4 -> 0.05
     assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.075, 0.05])
+
+
+def test_adamw_is_fused_and_its_first_step_is_adams():
+    # step 1 of AdamW: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps) = lr * sign(g),
+    # after the decoupled decay p *= 1 - lr * wd. p = [1, -2], g = [0.5, -4], lr 0.1, wd 0.01:
+    # [1 * 0.999 - 0.1, -2 * 0.999 + 0.1] = [0.899, -1.898]
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    p.grad = torch.tensor([0.5, -4.0])
+    cfg = OptimConfig(lr=0.1, weight_decay=0.01, warmup_steps=0)
+    optimizer, _ = make_optimizer([p], cfg, total_steps=10)
+    assert optimizer.defaults["fused"] is True
+    optimizer.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([0.899, -1.898]))
