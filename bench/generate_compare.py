@@ -1,8 +1,10 @@
 """Rollout speed: rlft's decode loop (rollout.backend=hf) against transformers' `generate`
-(rollout.backend=hf_generate) on workload W's first prompts, same model, same sampling settings.
+(rollout.backend=hf_generate), and vLLM (rollout.backend=vllm) when asked, on workload W's first
+prompts, same model, same sampling settings.
 
     .venv/bin/python bench/generate_compare.py                          # SmolLM2, CPU, W's 8 x 4
     python bench/generate_compare.py --model /tmp/m05 --device cuda     # a GPU, a bigger model
+    python bench/generate_compare.py --backends hf,hf_generate,vllm     # where vLLM is installed
 
 Each repeat runs both backends back to back (A, B, A, B, ...) from the same seed; printed: the
 median seconds and generated tokens/s of each, and their ratio. Tokens = real response tokens
@@ -50,8 +52,7 @@ def main() -> None:
     import torch
 
     from rlft.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
-    from rlft.rollout.base import SamplingParams
-    from rlft.rollout.hf import HFGenerator
+    from rlft.rollout.base import SamplingParams, make_generator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backends", default="hf,hf_generate", help="rollout.backend values, comma-separated")
     args = ap.parse_args()
     path, device = resolve_model_path(args.model), resolve_device(args.device)
     tok = load_tokenizer(path)
@@ -68,15 +70,13 @@ def main() -> None:
     ids = w_prompts(tok, args.prompts)
     params = SamplingParams(args.max_new_tokens, temperature=1.0)
     batch = args.prompts * args.samples
-    backends = {
-        "rlft decode (hf)": HFGenerator(model, tok, batch),
-        "transformers generate": HFGenerator(model, tok, batch, use_generate=True),
-    }
+    backends = {name: make_generator(name, model, tok, batch) for name in args.backends.split(",")}
     threads = torch.get_num_threads()
     print(
         f"{args.model} on {device} ({args.dtype}, {threads} threads): {batch} x {args.max_new_tokens} tokens"
     )
-    time_backend(backends["rlft decode (hf)"], ids[:1], SamplingParams(4, 1.0), 1, 0)  # warm-up
+    for gen in backends.values():  # warm-up
+        time_backend(gen, ids[:1], SamplingParams(4, 1.0), 1, 0)
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in backends}
     for r in range(args.repeats):
         for name, gen in backends.items():
@@ -87,8 +87,10 @@ def main() -> None:
         rates[name] = statistics.median(n / s for s, n in rows)
         tokens = statistics.median(n for _, n in rows)
         print(f"  {name:24} median {seconds:7.2f} s  {rates[name]:8.1f} tokens/s  ({tokens:.0f} tokens)")
-    ratio = rates["rlft decode (hf)"] / rates["transformers generate"]
-    print(f"  rlft decode / generate tokens/s: {ratio:.2f}x")
+    if "hf_generate" in rates:
+        for name, rate in rates.items():
+            if name != "hf_generate":
+                print(f"  {name} / hf_generate tokens/s: {rate / rates['hf_generate']:.2f}x")
 
 
 if __name__ == "__main__":

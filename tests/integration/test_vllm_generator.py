@@ -97,3 +97,23 @@ def test_seeded_sampling_is_per_prompt(engine, tok):
     assert all(len(r) <= 12 for r in full.response_ids)
     for r, done in zip(full.response_ids, full.finished, strict=True):
         assert done == (r[-1] in engine.eos)
+
+
+def test_rl_step_syncs_the_engine_to_the_updated_policy(model_path, make_rl_config, tok):
+    # one GRPO step with the vllm backend and a large lr: afterwards the engine samples from the
+    # updated weights (greedy = the HF backend on the trained module), not from the files it loaded
+    from rlft.algorithms.kl_control import AdaptiveKLController
+    from rlft.loops.rl import RLState, rl_step
+    from rlft.loops.rl_setup import setup_run
+    from rlft.loops.rl_update import NonFiniteGuard
+
+    cfg = make_rl_config(f"model.path={model_path}", "rollout.backend=vllm", "train.optim.lr=0.05")
+    cfg, parts, generator, algo, terms, stream = setup_run(cfg)
+    state = RLState(0, stream, NonFiniteGuard(3), AdaptiveKLController(cfg.algo.kl_coef, 0.0, 1))
+    params = SamplingParams(max_new_tokens=16, temperature=0.0)
+    before = generator.generate(_ids(tok), params).response_ids
+    metrics, _ = rl_step(cfg, parts, generator, algo, terms, state)
+    assert metrics["optim/grad_norm"] > 0
+    after = generator.generate(_ids(tok), params).response_ids
+    assert after == HFGenerator(parts.model, tok).generate(_ids(tok), params).response_ids
+    assert after != before  # lr 0.05 on a random model moves its greedy answers
