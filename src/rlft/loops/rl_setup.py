@@ -179,6 +179,7 @@ def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
         (bool(cfg.algo.dynamic_sampling), "algo.dynamic_sampling=true", one_process),
         (algo.update == "trpo", "algo.name=trpo", one_process),
         (cfg.rollout.seed_per_prompt is False, "rollout.seed_per_prompt=false", one_process),
+        (cfg.rollout.backend == "vllm", "rollout.backend=vllm", "run it on one process or use backend hf"),
         (strategy == "fsdp2" and cfg.model.lora_rank > 0, "model.lora_rank > 0 with fsdp2", ddp),
         (strategy == "fsdp2" and algo.uses_value_model, f"algo.name={algo.name} (a critic) with fsdp2", ddp),
         (strategy == "fsdp2" and cfg.eval.every > 0, "eval.every > 0 with fsdp2", ddp),
