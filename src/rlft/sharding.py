@@ -10,9 +10,10 @@ strategies), and gradient-norm clipping that works on either kind of parameter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from rlft.distributed import broadcast_parameters, world_size
 from rlft.rollout.base import Generations, SamplingParams
 
 STRATEGIES = ("ddp", "fsdp2")
+Out = TypeVar("Out")
 
 
 def is_sharded(model: Any) -> bool:
@@ -30,16 +32,17 @@ def is_sharded(model: Any) -> bool:
 
 
 def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn.Module:
-    """The model ready for `strategy` (in place). ddp: trained parameters copied from rank 0; fsdp2: each
+    """The model ready for `strategy` (in place). Trained parameters are first copied from rank 0
+    (a freshly initialised head or adapter starts equal everywhere). ddp: nothing more; fsdp2: each
     decoder layer, then the whole model, sharded over all ranks, gradients summed (not averaged)
     because the loops already divide the loss by global counts."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy 'dist.strategy={strategy}' ({', '.join(STRATEGIES)})")
     if world_size() == 1:
         return model
+    if trainable:  # a frozen model (the reference, a teacher) is loaded from the same files everywhere
+        broadcast_parameters(model)
     if strategy == "ddp":
-        if trainable:  # a frozen model (the reference) is loaded from the same files everywhere
-            broadcast_parameters(model)
         return model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
@@ -56,6 +59,22 @@ def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn
                 m.set_gradient_divide_factor(1.0)
                 m.set_force_sum_reduction_for_comms(True)  # gloo has no pre-scaled sum
     return model
+
+
+def as_forward(model: nn.Module, fn: Callable[..., Out], name: str) -> Callable[..., Out]:
+    """`fn(model, ...)` run as a forward pass of `model`. For a function that calls a submodule and
+    a head (a reward model's trunk, then its scalar head) instead of `model(...)`: under fsdp2 it
+    gets the hooks FSDP2 runs around `model(...)` (the root unit's own parameters gathered before,
+    their gradients reduced in backward), registered once as the method `model.<name>`; elsewhere
+    it is `fn(model, ...)` as is."""
+    if not is_sharded(model):
+        return functools.partial(fn, model)
+    if name not in vars(model):
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        setattr(model, name, functools.partial(fn, model))
+        register_fsdp_forward_method(model, name)
+    return getattr(model, name)
 
 
 def check_fsdp2_backend(device: str, backend: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from rlft.config import ConfigError, to_yaml
 from rlft.data.prompts import chat_text, load_train_rows
 from rlft.data.rows import DataError
+from rlft.distributed import init_distributed, main_first
 from rlft.fsutil import fsync_dir
 from rlft.loops.rl_setup import seed_everything
 from rlft.rewards.registry import resolve_reward
@@ -213,7 +214,9 @@ def _calibration_batch(cfg: Any, model: Any, tok: Any, prompts: int = 16) -> tup
 
 def run_distill(cfg: Any) -> dict[str, Any]:
     """`rlft distill`: mode traces -> `run_traces`; offline / on_policy -> `train_logit_distill`."""
-    cfg = with_built_student(cfg)
+    init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    with main_first():  # several processes: rank 0 builds the student, the others then load it
+        cfg = with_built_student(cfg)
     if cfg.mode == "traces":
         return run_traces(cfg)
     from rlft.loops.distill_logits import train_logit_distill

@@ -10,6 +10,9 @@ on_policy): the student matches the teacher's next-token distribution at every c
 Loss = sum of the per-token divergence over the step's completion tokens / their count (the
 global token count of the step, so microbatching equals one big batch). The step loop is
 `rlft.loops.supervised.run_supervised_loop` (checkpoints, resume, graceful stop, final save).
+Under dist.strategy=fsdp2 the frozen teacher is sharded too; the student samples with its whole
+parameters gathered (rlft.sharding.FullParamsGenerator); every rank runs as many forward passes
+(each holds as many sequences per step, and the same held-out prompts).
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ from rlft.algorithms.distill import (
 from rlft.data.preferences import encode_conversation, prompt_key
 from rlft.data.prompts import encode_prompts, load_eval_rows, load_train_rows
 from rlft.data.rows import DataError, require_fields
-from rlft.distributed import global_sum
+from rlft.distributed import global_sum, init_distributed
 from rlft.forward import response_logits
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import run_supervised_loop
+from rlft.loops.supervised import check_processes, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.ops import gather_logprobs
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.rollout.base import SamplingParams, make_generator
 from rlft.schema.distill import DistillConfig
+from rlft.sharding import FullParamsGenerator, is_sharded, prepare_model
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,8 @@ def sample_responses(m: Models, prompts: Sequence[Sequence[int]], cfg: DistillCo
     p = cfg.on_policy
     params = SamplingParams(p.max_new_tokens, 0.0 if greedy else p.temperature, p.top_p, p.top_k)
     generator = make_generator("hf", m.student, m.tok, p.generation_batch_size)
+    if is_sharded(m.student):
+        generator = FullParamsGenerator(generator, m.student)
     n = 1 if greedy else p.samples_per_prompt
     gens = generator.generate(prompts, params, samples_per_prompt=n)
     return [r if r else [m.tok.eos_token_id] for r in gens.response_ids]  # never an empty response
@@ -232,6 +238,9 @@ def train_logit_distill(cfg: DistillConfig) -> dict[str, Any]:
         raise ValueError(f"train_logit_distill runs mode offline or on_policy, not '{cfg.mode}'")
     seed_everything(cfg.seed)
     m = load_models(cfg)
+    init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    check_processes(cfg, cfg.train.prompts_per_step, m.student)  # before the held-out pass below
+    m.teacher = prepare_model(m.teacher, cfg.dist.strategy, trainable=False)
     train, held = load_examples(cfg, m.tok)
     if not train:
         raise DataError("no training examples left (check data.path, heldout_fraction, max_length)")

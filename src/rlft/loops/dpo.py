@@ -2,7 +2,8 @@
 (every ordered pair of a ranking, each ranking weighing 1 / its pair count).
 
 The reference is the initial policy: its sequence logprobs are computed once, before training
-(and before a resume loads later weights), so no second model stays in memory.
+(and before a resume loads later weights), so no second model stays in memory. With several
+processes every rank computes them for all rankings, on the whole model (before fsdp2 shards it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from rlft.algorithms.preference import dpo_loss, pair_tensors
 from rlft.data.preferences import ranked_pairs
-from rlft.distributed import sum_over_ranks
+from rlft.distributed import init_distributed, sum_over_ranks, world_size
 from rlft.forward import response_logprobs
 from rlft.loops.preference_run import (
     EncodedRanking,
@@ -25,7 +26,7 @@ from rlft.loops.preference_run import (
     microbatches,
 )
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import run_supervised_loop
+from rlft.loops.supervised import filler_chunks, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
@@ -47,17 +48,24 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
     train_rows, held_rows = load_split(cfg.data)
     mb = cfg.train.microbatch_size
-    train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo)
-    held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo)
+    init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
+    # the policy's and the reference's logprobs by the same forward (equal at step 1, to the bit)
+    share = cfg.dist.strategy != "fsdp2" or world_size() == 1
+    train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo, share)
+    held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo, share)
     log.info("dpo: %d training rankings, %d held-out", len(train), len(held))
 
     def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:
         sums: dict[str, float] = {}
-        for chunk in microbatches(batch, mb):
-            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo)
+        chunks = microbatches(batch, mb)
+        fillers = filler_chunks(model, chunks)  # fsdp2: as many passes as the other ranks
+        for chunk in chunks:
+            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo, share)
             (loss / n_rankings).backward()
             for k, v in {"loss/dpo": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v
+        for chunk in fillers:
+            (chunk_loss(model, tok, chunk, cfg.dpo, share)[0] * 0.0).backward()
         return {k: v / n_rankings for k, v in sum_over_ranks(sums).items()}  # items of all ranks
 
     @torch.no_grad()
@@ -65,7 +73,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         model.eval()
         sums: dict[str, float] = {}
         for chunk in microbatches(rankings, mb):
-            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo)
+            loss, metrics = chunk_loss(model, tok, chunk, cfg.dpo, share)
             for k, v in {"loss": float(loss), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v
         model.train()
@@ -76,9 +84,12 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     )
 
 
-def sequence_logprobs(model: Any, tok: Any, chunk: Sequence[EncodedRanking], normalize: bool) -> torch.Tensor:
+def sequence_logprobs(
+    model: Any, tok: Any, chunk: Sequence[EncodedRanking], normalize: bool, share_prompt: bool = True
+) -> torch.Tensor:
     """Logprob [N] of every response of the chunk given its prompt (summed over its tokens, or
-    their mean when `normalize`), one ranking after another."""
+    their mean when `normalize`), one ranking after another. With `share_prompt` the responses of
+    a prompt share its forward pass (off under fsdp2: the number of passes would vary by rank)."""
     prompts = [ids[:n] for r in chunk for ids, n in zip(r.ids, r.prompt_lens, strict=True)]
     responses = [ids[n:] for r in chunk for ids, n in zip(r.ids, r.prompt_lens, strict=True)]
     input_ids, attention_mask, response_mask = pack_prompt_response(prompts, responses, tok.pad_token_id)
@@ -88,7 +99,7 @@ def sequence_logprobs(model: Any, tok: Any, chunk: Sequence[EncodedRanking], nor
         input_ids.to(device),
         attention_mask.to(device),
         response_mask.shape[1],
-        share_prompt=True,
+        share_prompt=share_prompt,
     )
     mask = response_mask.to(device)
     total = (logprobs * mask).sum(-1)
@@ -97,14 +108,19 @@ def sequence_logprobs(model: Any, tok: Any, chunk: Sequence[EncodedRanking], nor
 
 @torch.no_grad()
 def with_reference(
-    model: Any, tok: Any, rankings: list[EncodedRanking], microbatch: int, cfg: DPOLossConfig
+    model: Any,
+    tok: Any,
+    rankings: list[EncodedRanking],
+    microbatch: int,
+    cfg: DPOLossConfig,
+    share_prompt: bool = True,
 ) -> list[EncodedRanking]:
     """The rankings with each response's logprob under `model` as it is now (the reference)."""
     was_training = model.training
     model.eval()
     out = []
     for chunk in microbatches(rankings, microbatch):
-        logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize).tolist()
+        logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize, share_prompt).tolist()
         for r in chunk:
             k = len(r.ids)
             out.append(dataclasses.replace(r, ref_logps=tuple(logps[:k])))
@@ -114,13 +130,13 @@ def with_reference(
 
 
 def chunk_loss(
-    model: Any, tok: Any, chunk: Sequence[EncodedRanking], cfg: DPOLossConfig
+    model: Any, tok: Any, chunk: Sequence[EncodedRanking], cfg: DPOLossConfig, share_prompt: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum over the chunk's rankings of the mean DPO/IPO loss over each ranking's pairs, and the
     same per-ranking means of the implicit-reward metrics (summed)."""
     levels = [r.ranked.levels for r in chunk]
     better, worse, weight = pair_tensors(levels, [ranked_pairs(lv) for lv in levels])
-    logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize)
+    logps = sequence_logprobs(model, tok, chunk, cfg.length_normalize, share_prompt)
     ref = torch.tensor([x for r in chunk for x in r.ref_logps], device=logps.device)
     loss, metrics = dpo_loss(
         logps[better], logps[worse], ref[better], ref[worse], cfg.beta, cfg.loss, cfg.label_smoothing

@@ -27,10 +27,11 @@ from rlft.loops.preference_run import (
     microbatches,
 )
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import run_supervised_loop
+from rlft.loops.supervised import filler_chunks, run_supervised_loop
 from rlft.models import load_tokenizer, resolve_device, resolve_model_path
 from rlft.reward_models import load_reward_model, right_pad, score_texts, sequence_scores
 from rlft.schema.preference import RewardLossConfig, RMConfig
+from rlft.sharding import as_forward
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,16 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
 
     def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:
         totals = {"loss": 0.0, "correct": 0.0, "pairs": 0.0, "reward_sum": 0.0, "responses": 0.0}
-        for chunk in microbatches(batch, cfg.train.microbatch_size):
+        chunks = microbatches(batch, cfg.train.microbatch_size)
+        fillers = filler_chunks(model, chunks)  # fsdp2: as many passes as the other ranks
+        for chunk in chunks:
             scores = chunk_scores(model, tok, chunk)
             loss = ranking_loss(scores, chunk, cfg.reward)
             (loss / n_rankings).backward()
             totals["loss"] += loss.item()
             _add_pair_counts(totals, scores.detach(), chunk)
+        for chunk in fillers:
+            (ranking_loss(chunk_scores(model, tok, chunk), chunk, cfg.reward) * 0.0).backward()
         totals = sum_over_ranks(totals)  # the step's items on every rank
         return {
             "loss/reward_model": totals["loss"] / n_rankings,
@@ -74,10 +79,12 @@ def train_reward_model(cfg: RMConfig) -> dict[str, Any]:
 
 
 def chunk_scores(model: Any, tok: Any, chunk: Sequence[EncodedRanking]) -> torch.Tensor:
-    """Scores [N] of every response of the chunk's rankings, one ranking after another."""
+    """Scores [N] of every response of the chunk's rankings, one ranking after another (a forward
+    pass of `model` also under fsdp2: rlft.sharding.as_forward)."""
     x, mask = right_pad([list(ids) for r in chunk for ids in r.ids], tok.pad_token_id)
     device = next(model.parameters()).device
-    return sequence_scores(model, x.to(device), mask.to(device))
+    scores = as_forward(model, sequence_scores, "rlft_sequence_scores")
+    return scores(x.to(device), mask.to(device))
 
 
 def ranking_loss(

@@ -99,7 +99,7 @@ def minibatch_step(
     # exact, since the normalising weights above already count every row of the minibatch
     active = (algo.rows_with_gradient(mb, params) & mask.any(-1)).nonzero().squeeze(-1)
     chunks = [active[c] for c in batch_indices(len(active), microbatch_size)]
-    extra = _extra_passes(model, len(chunks), filler)  # before any pass: it is a collective
+    extra = extra_passes(model, len(chunks), filler)  # before any pass: it is a collective
     for idx in chunks:
         loss, metrics, n = _microbatch_backward(
             model,
@@ -150,7 +150,7 @@ def minibatch_step(
     return out
 
 
-def _extra_passes(model: Any, passes: int, filler: ScoredBatch | None) -> int:
+def extra_passes(model: Any, passes: int, filler: Any) -> int:
     """Forward/backward passes this rank must add so that every rank runs as many as the
     busiest one (fsdp2 gathers parameters in each pass, all ranks together); 0 otherwise.
     Collective under fsdp2: every rank calls it before its first pass."""

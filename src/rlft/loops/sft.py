@@ -19,7 +19,7 @@ from rlft.data.rows import DataError
 from rlft.data.sft import SFTBatch, SFTExample, encode_conversations, load_conversations, sft_batches
 from rlft.distributed import global_sum
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import planned_steps, run_supervised_loop
+from rlft.loops.supervised import filler_chunks, planned_steps, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.schema.sft import SFTConfig, SFTDataConfig
 
@@ -124,13 +124,17 @@ def token_ce_sum(model: Any, batch: SFTBatch) -> torch.Tensor:
 
 def backward_token_mean(model: Any, batches: Sequence[SFTBatch]) -> dict[str, float]:
     """Accumulate grad of (sum of CE over the step's assistant tokens) / (their count), one
-    forward per batch; the count is taken from all batches (of every rank) before any backward."""
+    forward per batch; the count is taken from all batches (of every rank) before any backward.
+    Under fsdp2 a rank with fewer batches (packing) adds zero-weight passes (`filler_chunks`)."""
     n_targets = global_sum(sum(b.n_targets for b in batches))
+    fillers = filler_chunks(model, batches)
     total = 0.0
     for b in batches:
         loss = token_ce_sum(model, b)
         (loss / n_targets).backward()
         total += loss.item()
+    for b in fillers:
+        (token_ce_sum(model, b) * 0.0).backward()
     return {
         "loss/sft": global_sum(total) / n_targets,
         "sft/assistant_tokens": n_targets,

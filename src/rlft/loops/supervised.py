@@ -6,9 +6,14 @@ A trainer supplies two functions: `backward(batch, n_items) -> metrics` (accumul
 a step's items into .grad, normalised as the trainer defines: per ranking, per token, ...) and
 `evaluate(heldout) -> metrics`. An item is whatever the trainer streams (a ranking, an example).
 
-Under torchrun (dist.strategy=ddp) each rank gets an equal share of every step's items and
-`n_items` counts the items of all ranks; a trainer that normalises by tokens sums its count over
-ranks (rlft.distributed.global_sum). Gradients are summed over ranks, metrics averaged.
+Under torchrun each rank gets an equal share of every step's items and `n_items` counts the items
+of all ranks; a trainer that normalises by tokens sums its count over ranks
+(rlft.distributed.global_sum). Gradients are summed over ranks, metrics averaged. With
+dist.strategy=fsdp2 (rlft.sharding) the model is sharded and every forward/backward pass gathers
+parameters, all ranks together: a trainer runs as many passes on every rank (`filler_chunks`
+pads the shorter ranks with zero-weight passes; held-out sets are the same on every rank), and
+samples with the whole parameters gathered (rlft.sharding.FullParamsGenerator). Checkpoints and
+the final model are gathered by every rank and written by rank 0.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from rlft.data.prompts import PromptStream
 from rlft.dist_checkpoint import load_checkpoint, save_checkpoint
 from rlft.distributed import (
     any_rank,
-    barrier,
     init_distributed,
     is_main,
     rank_log_dir,
@@ -36,8 +40,8 @@ from rlft.distributed import (
     sum_gradients,
     world_size,
 )
-from rlft.fsutil import atomic_directory
-from rlft.loops.rl_update import NonFiniteGuard
+from rlft.loops.rl_setup import RunParts, save_final
+from rlft.loops.rl_update import NonFiniteGuard, extra_passes
 from rlft.metrics import RunLogger
 from rlft.models import is_peft
 from rlft.optim import make_optimizer
@@ -47,6 +51,7 @@ from rlft.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
+Chunk = TypeVar("Chunk")
 
 
 def planned_steps(steps: int, epochs: float, n_items: int, items_per_step: int) -> int:
@@ -74,7 +79,7 @@ def run_supervised_loop(
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
-    check_processes(cfg, items_per_step)
+    check_processes(cfg, items_per_step, model)
     model = prepare_model(model, cfg.dist.strategy)
     if is_main():
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -129,8 +134,7 @@ def run_supervised_loop(
                     return {"metrics": metrics, "steps": step, "stopped": True}
         finally:
             logger.close()
-    final = save_final_model(model, tok, out_dir) if is_main() else out_dir / "final"
-    barrier()
+    final = save_final(RunParts(model, None, tok, optimizer, scheduler), out_dir)  # every rank
     results = {
         "metrics": metrics,
         "steps": step,
@@ -144,24 +148,25 @@ def run_supervised_loop(
     return results
 
 
-def check_processes(cfg: Any, items_per_step: int) -> None:
-    """ConfigError for what several processes cannot run here (yet)."""
+def check_processes(cfg: Any, items_per_step: int, model: Any = None) -> None:
+    """ConfigError for what several processes cannot run here (yet): items per step that do not
+    split evenly, LoRA (`model`, a PEFT model) under fsdp2."""
     n = world_size()
     if n == 1:
         return
-    if cfg.dist.strategy != "ddp":
-        raise ConfigError(
-            f"dist.strategy={cfg.dist.strategy}: this loop runs on several processes with ddp only"
-        )
     if items_per_step % n:
         raise ConfigError(f"the items per step ({items_per_step}) must be a multiple of the {n} processes")
+    if cfg.dist.strategy == "fsdp2" and is_peft(model):
+        key = "student.lora_rank" if hasattr(cfg, "student") else "model.lora_rank"
+        raise ConfigError(
+            f"{key} > 0 with dist.strategy=fsdp2 is not supported on several processes ({n} here) yet: "
+            f"use dist.strategy=ddp, or {key}=0"
+        )
 
 
-def save_final_model(model: Any, tok: Any, out_dir: Path) -> Path:
-    """HF-format model (LoRA merged) + tokenizer in out_dir/final, written atomically."""
-    if is_peft(model):
-        model = model.merge_and_unload()
-    with atomic_directory(out_dir / "final", ".tmp-final-") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    return out_dir / "final"
+def filler_chunks(model: Any, chunks: Sequence[Chunk]) -> list[Chunk]:
+    """Copies of chunks[0] for this rank to run with weight 0 after its `chunks` (one forward and
+    backward pass each), so that every rank runs as many passes as the busiest one: fsdp2 gathers
+    parameters in each pass, all ranks together (rlft.loops.rl_update.extra_passes); [] otherwise.
+    Collective under fsdp2: every rank calls it before its first pass of the step."""
+    return list(chunks[:1]) * extra_passes(model, len(chunks), chunks)
