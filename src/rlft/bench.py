@@ -17,7 +17,7 @@ from typing import Any
 
 from rlft.perf import matmul_peak_flops, mfu, peak_device_memory_mib, peak_rss_mib
 
-PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer")
+PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer", "sync")
 
 
 def checkpoints_written(steps: int, save_every: int) -> int:

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer")
+PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer", "sync")
 
 
 def test_bench_reports_medians_of_the_logged_phases(cli, tmp_path, tiny_model_path):

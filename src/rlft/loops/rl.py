@@ -121,6 +121,7 @@ def rl_step(
         lap.split("update", "optimizer", metrics.pop("perf/optimizer_s"))
     # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
     generator.sync_weights(parts.model)
+    lap("sync")
     if "policy/kl_ref_seq" in metrics:
         kl_seq, n_seqs = global_mean(metrics["policy/kl_ref_seq"]), rollouts.size * world_size()
         metrics["policy/kl_coef"] = state.kl.update(kl_seq, n_seqs)  # the same on every rank

@@ -33,6 +33,29 @@ def sample_seed(prompt_seed: int, index: int) -> int:
     return (prompt_seed * 1_000_003 + index) % (2**63 - 1)
 
 
+def why_not_vllm(model: Any, processes: int, lora: bool) -> str | None:
+    """Why `rollout.backend=auto` cannot use vLLM for this run (None: it can): vLLM not installed,
+    several processes (one in-process engine per rank is untested), LoRA adapters (not synced), a
+    model not loaded from a local directory, or heads under 32 dimensions on a CPU (vLLM's CPU
+    attention kernels need at least 32)."""
+    import importlib.util
+
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    path = getattr(model, "name_or_path", "") or config._name_or_path
+    reasons = [
+        (importlib.util.find_spec("vllm") is None, "vLLM is not installed"),
+        (processes > 1, f"{processes} processes"),
+        (lora, "LoRA adapters"),
+        (not path or not os.path.isdir(path), "the model is not a local directory"),
+        (
+            next(model.parameters()).device.type == "cpu" and head_dim < 32,
+            f"head size {head_dim} < 32 on a CPU",
+        ),
+    ]
+    return next((why for bad, why in reasons if bad), None)
+
+
 def hf_named_tensors(model: Any) -> Iterator[tuple[str, Any]]:
     """(name, tensor) pairs of a transformers causal LM, in HF checkpoint naming."""
     for name, tensor in model.state_dict().items():

@@ -12,7 +12,9 @@ from rlft.schema.common import DataConfig, DistConfig, LogConfig, ModelConfig, O
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    backend: str = field("hf", "generation engine behind the Generator seam")
+    backend: str = field(
+        "auto", "generation engine: auto (vllm where installed and usable, else hf), hf, hf_generate, vllm"
+    )
     prompts_per_step: int = field(8, "prompts sampled per RL step (P)")
     samples_per_prompt: int = field(8, "completions per prompt (G)")
     max_new_tokens: int = field(64, "longest completion in tokens (T)")
