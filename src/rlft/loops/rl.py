@@ -23,9 +23,9 @@ from rlft.dist_checkpoint import load_checkpoint, save_checkpoint  # one or seve
 from rlft.distributed import any_rank, global_mean, is_main, rank_log_dir, reduce_metrics, world_size
 from rlft.forward import rollout_logprobs
 from rlft.loops.rl_collect import collect_rollouts
-from rlft.loops.rl_eval import PeriodicEval
+from rlft.loops.rl_eval import PeriodicEval, evaluate_heldout
 from rlft.loops.rl_records import rollout_metrics, sample_records
-from rlft.loops.rl_setup import RunParts, batch_arithmetic, evaluate_heldout, save_final, setup_run
+from rlft.loops.rl_setup import RunParts, batch_arithmetic, save_final, setup_run
 from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger, read_jsonl_records

@@ -6,9 +6,6 @@ import dataclasses
 import json
 import logging
 import random
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +16,9 @@ import torch
 from rlft.algorithms import get_algorithm
 from rlft.algorithms.registry import AdvantageInputs
 from rlft.config import ConfigError, to_yaml
-from rlft.data.prompts import PromptStream, load_eval_rows, load_prompt_examples
+from rlft.data.prompts import PromptStream, load_prompt_examples
 from rlft.distributed import barrier, init_distributed, is_main, main_first, on_global_rows, rank, world_size
 from rlft.fsutil import atomic_directory
-from rlft.loops.evaluate import evaluate_rows, write_eval_results
 from rlft.models import (
     AdaptersOff,
     add_lora,
@@ -36,7 +32,7 @@ from rlft.optim import make_optimizer
 from rlft.rewards.scoring import as_named, build_terms
 from rlft.rollout.base import make_generator
 from rlft.schema.rl import RLConfig
-from rlft.sharding import FullParamsGenerator, full_parameters, full_state_dict, is_sharded, prepare_model
+from rlft.sharding import FullParamsGenerator, full_state_dict, is_sharded, prepare_model
 from rlft.value import build_critic
 
 log = logging.getLogger(__name__)
@@ -233,78 +229,3 @@ def save_final(parts: RunParts, out_dir: Path) -> Path:
             parts.tok.save_pretrained(tmp)
     barrier()
     return out_dir / "final"
-
-
-def evaluate_heldout(
-    cfg: RLConfig, parts: RunParts, out_dir: Path, tag: str, model_dir: str | None = None
-) -> dict[str, Any]:
-    """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json. With
-    eval.fresh_process and a `model_dir`, a new `rlft eval` process loads the saved model (rank 0
-    only; the others return {}). In process, every rank evaluates (the same rows), rank 0 writes."""
-    fresh = model_dir is not None and cfg.eval.fresh_process
-    if fresh and not is_main():
-        return {}
-    rows = load_eval_rows(cfg.eval.path, cfg.data, cfg.eval.limit)
-    heldout = Path(cfg.eval.path) if cfg.eval.path else out_dir / "heldout.jsonl"
-    if not cfg.eval.path and is_main():
-        heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    t = time.perf_counter()
-    if fresh:
-        res = eval_in_fresh_process(cfg, model_dir, heldout, out_dir / f"eval_{tag}.json")
-    else:
-        with full_parameters(parts.model):
-            res = evaluate_rows(
-                parts.model,
-                parts.tok,
-                rows,
-                prompt_field=cfg.data.prompt_field,
-                answer_field=cfg.data.answer_field,
-                system_prompt=cfg.data.system_prompt,
-                max_new_tokens=cfg.eval.max_new_tokens,
-                batch_size=cfg.eval.batch_size,
-            )
-        json_path = out_dir / f"eval_{tag}.json"
-        if is_main():
-            write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
-    res["seconds"] = time.perf_counter() - t
-    summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
-    where = " in a fresh process" if fresh else ""
-    if is_main():
-        print(
-            f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
-            f"on {res['n']} problems ({res['seconds']:.0f}s)",
-            flush=True,
-        )
-    return summary
-
-
-def eval_in_fresh_process(cfg: RLConfig, model_dir: str, data: Path, out_json: Path) -> dict[str, Any]:
-    """Run `python -m rlft eval` on the saved model, exactly as a user would."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlft",
-        "eval",
-        "--model",
-        model_dir,
-        "--data",
-        str(data),
-        "--max-new-tokens",
-        str(cfg.eval.max_new_tokens),
-        "--batch-size",
-        str(cfg.eval.batch_size),
-        "--prompt-field",
-        cfg.data.prompt_field,
-        "--answer-field",
-        cfg.data.answer_field,
-        "--json",
-        str(out_json),
-        "--rows-out",
-        str(out_json.with_suffix(".rows.jsonl")),
-    ]
-    if cfg.data.system_prompt:
-        cmd += ["--system-prompt", cfg.data.system_prompt]
-    if cfg.eval.limit:
-        cmd += ["--limit", str(cfg.eval.limit)]
-    subprocess.run(cmd, check=True)
-    return json.loads(out_json.read_text())
