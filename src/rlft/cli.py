@@ -238,8 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    code = 1
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        return code
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         print(f"rlft {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -249,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlft: interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        if "rlft.distributed" in sys.modules:  # the command may have joined a process group
+            from rlft.distributed import finish
+
+            finish(ok=code == 0)
 
 
 if __name__ == "__main__":

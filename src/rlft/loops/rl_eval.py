@@ -1,9 +1,10 @@
 """Held-out evaluation of the RL loop: before and after training (`evaluate_heldout`, optionally
 in a fresh process), and every `eval.every` RL steps, logged as eval/* metrics.
 
-Periodic evaluation must not change training: generation runs in eval mode (HFGenerator restores train mode; with
-gradient checkpointing, train-mode generation would run without a KV cache), under no_grad, and
-on its own seeded RNG, so the training run draws exactly the numbers it would draw without it.
+Periodic evaluation must not change training: generation runs in eval mode (HFGenerator restores
+train mode; with gradient checkpointing, train-mode generation would run without a KV cache),
+under no_grad, and on its own seeded RNG, so the training run draws exactly the numbers it would
+draw without it.
 """
 
 from __future__ import annotations
