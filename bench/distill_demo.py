@@ -6,10 +6,15 @@ Stages (each skipped when its output exists, so a rerun continues):
    and the student (every other layer of the teacher, 16 of 30) is fine-tuned on them (SFT);
 3. logit distillation of a fresh half-depth student on the same traces (forward KL to the
    teacher's full next-token distributions);
-4. eval the student before training and after each recipe; report the fraction of the teacher's
+4. on-policy distillation (GKD) of the traces+SFT student: it samples its own answers to fresh
+   training prompts and matches the teacher's next-token distributions on them;
+5. eval the student before training and after each recipe; report the fraction of the teacher's
    gain over the base model that each student keeps.
 
     .venv/bin/python bench/distill_demo.py --teacher runs/demo/final [--out runs/distill_demo]
+    # the figures in the README (issue 6): the best contiguous 16 of 30 layers, 2000 prompts
+    .venv/bin/python bench/distill_demo.py --layers auto --prompts 2000 --steps 250 \
+        --recipes traces_sft,on_policy traces.n_samples=2 traces.keep_per_prompt=2 train.optim.lr=1.0e-4
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=400, help="training prompts the teacher answers")
     ap.add_argument("--steps", type=int, default=80, help="optimizer steps of each student recipe")
     ap.add_argument("--layers", default="auto", help="student_layers: auto (best block), every_other, ...")
-    ap.add_argument("--recipes", default="traces_sft,logit_kd", help="which student recipes to run")
+    ap.add_argument("--recipes", default="traces_sft,logit_kd", help="traces_sft, logit_kd, on_policy")
+    ap.add_argument("--on-policy-steps", type=int, default=100, help="steps of the on_policy recipe")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both recipes")
     args = ap.parse_args()
     out = REPO / args.out
@@ -86,11 +92,21 @@ def main() -> None:
              f"output_dir={kd_dir}", f"data.path={traces_dir / 'traces.jsonl'}", *common],
             out / "logit_kd.log",
         )  # fmt: skip
+    policy_dir = out / "on_policy"
+    if "on_policy" in recipes and not (policy_dir / "final").exists():
+        seconds["on_policy"] = run(
+            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=on_policy",
+             f"output_dir={policy_dir}", f"teacher={teacher}", "student_layers=",
+             f"student.path={traces_dir / 'final'}", f"train.steps={args.on_policy_steps}",
+             "train.optim.lr=2.0e-5", "train.optim.warmup_steps=0", "on_policy.max_new_tokens=24",
+             "train.eval_every=25", "train.save_every=25", "resume=true"],
+            out / "on_policy.log",
+        )  # fmt: skip
     acc["student_before"] = evaluate(
         str(traces_dir / "student-init"), heldout, out / "eval_student0.json", seconds, "s0"
     )
-    dirs = {"student_traces_sft": traces_dir, "student_logit_kd": kd_dir}
-    for name, tag in (("student_traces_sft", "sft"), ("student_logit_kd", "kd")):
+    dirs = {"student_traces_sft": traces_dir, "student_logit_kd": kd_dir, "student_on_policy": policy_dir}
+    for name, tag in (("student_traces_sft", "sft"), ("student_logit_kd", "kd"), ("student_on_policy", "op")):
         if (dirs[name] / "final").exists():
             acc[name] = evaluate(str(dirs[name] / "final"), heldout, out / f"eval_{tag}.json", seconds, tag)
     gain = acc["teacher"] - acc["base"]

@@ -49,6 +49,8 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> None:
     else:
         size, me = env_world_size(), int(os.environ["RANK"])
         dist.init_process_group(backend, store=store, rank=me, world_size=size, timeout=timeout)
+    global _joined
+    _joined = True
     atexit.register(_shutdown)
     log.info(
         "rank %d of %d joined the process group (%s, timeout %.0fs)", rank(), world_size(), backend, timeout_s
@@ -80,14 +82,18 @@ def _shutdown() -> None:
         dist.destroy_process_group()
 
 
+_joined = False  # whether init_distributed created the process group (vLLM may make its own)
+
+
 def finish(ok: bool) -> None:
     """End the process group while the interpreter is fully alive (no-op without one). After a
     command that succeeded on every rank, a barrier first, so no rank tears down its connections
     while a peer still uses them; after a failure none (the peers may be gone). Then a garbage
     collection, so the group's objects are freed now: a gloo group freed during interpreter
     finalisation can SIGABRT ("terminate called without an active exception"; seen on 3 of
-    ~60 two-rank runs under load; pytorch/pytorch#179291 describes the mechanism)."""
-    if not dist.is_initialized():
+    ~60 two-rank runs under load; pytorch/pytorch#179291 describes the mechanism). A group rlft did
+    not create (an in-process vLLM engine's own) is left to its owner."""
+    if not (_joined and dist.is_initialized()):
         return
     if ok:
         dist.barrier()

@@ -46,3 +46,18 @@ def test_fsdp2_on_cuda_without_nccl_is_refused_by_name():
     check_fsdp2_backend("cpu", "gloo")  # CPU sharding runs on gloo
     with pytest.raises(ConfigError, match=r"fsdp2 on CUDA needs the NCCL backend.*'gloo'.*dist.strategy=ddp"):
         check_fsdp2_backend("cuda", "gloo")
+
+
+def test_finish_leaves_a_process_group_rlft_did_not_create(tmp_path):
+    # an in-process vLLM engine makes its own one-process group; rlft's exit hook must not end it
+    import torch.distributed as dist
+
+    from rlft import distributed
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        distributed.finish(ok=True)
+        assert dist.is_initialized()  # still there for its owner
+    finally:
+        dist.destroy_process_group()
