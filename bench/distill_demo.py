@@ -8,13 +8,16 @@ Stages (each skipped when its output exists, so a rerun continues):
    teacher's full next-token distributions);
 4. on-policy distillation (GKD) of the traces+SFT student: it samples its own answers to fresh
    training prompts and matches the teacher's next-token distributions on them;
-5. eval the student before training and after each recipe; report the fraction of the teacher's
+5. more traces: the teacher answers --more-prompts other training prompts greedily, and the
+   traces+SFT student is fine-tuned on the right answers for --more-steps steps;
+6. eval the student before training and after each recipe; report the fraction of the teacher's
    gain over the base model that each student keeps.
 
     .venv/bin/python bench/distill_demo.py --teacher runs/demo/final [--out runs/distill_demo]
-    # the figures in the README (issue 6): the best contiguous 16 of 30 layers, 2000 prompts
+    # the figures in the README (issue 6): the best contiguous 16 of 30 layers, 2000 + 3000 prompts
     .venv/bin/python bench/distill_demo.py --layers auto --prompts 2000 --steps 250 \
-        --recipes traces_sft,on_policy traces.n_samples=2 traces.keep_per_prompt=2 train.optim.lr=1.0e-4
+        --recipes traces_sft,on_policy,more_traces traces.n_samples=2 traces.keep_per_prompt=2 \
+        train.optim.lr=1.0e-4
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def main() -> None:
     ap.add_argument("--layers", default="auto", help="student_layers: auto (best block), every_other, ...")
     ap.add_argument("--recipes", default="traces_sft,logit_kd", help="traces_sft, logit_kd, on_policy")
     ap.add_argument("--on-policy-steps", type=int, default=100, help="steps of the on_policy recipe")
+    ap.add_argument("--more-prompts", type=int, default=3000, help="prompts of the more_traces recipe")
+    ap.add_argument("--more-steps", type=int, default=120, help="SFT steps of the more_traces recipe")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both recipes")
     args = ap.parse_args()
     out = REPO / args.out
@@ -102,11 +107,29 @@ def main() -> None:
              "train.eval_every=25", "train.save_every=25", "resume=true"],
             out / "on_policy.log",
         )  # fmt: skip
+    more_dir = out / "more_traces"
+    if "more_traces" in recipes and not (more_dir / "final").exists():
+        seconds["more_traces"] = run(
+            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=traces",
+             f"output_dir={more_dir}", f"teacher={teacher}", "student_layers=",
+             f"student.path={traces_dir / 'final'}", f"data.num_prompts={args.more_prompts}",
+             "seed=1", "traces.n_samples=1", "traces.temperature=0.0", "traces.keep_per_prompt=1",
+             f"train.steps={args.more_steps}", "train.optim.lr=5.0e-5", "train.optim.warmup_steps=0",
+             "resume=true"],
+            out / "more_traces.log",
+        )  # fmt: skip
     acc["student_before"] = evaluate(
         str(traces_dir / "student-init"), heldout, out / "eval_student0.json", seconds, "s0"
     )
-    dirs = {"student_traces_sft": traces_dir, "student_logit_kd": kd_dir, "student_on_policy": policy_dir}
-    for name, tag in (("student_traces_sft", "sft"), ("student_logit_kd", "kd"), ("student_on_policy", "op")):
+    dirs = {
+        "student_traces_sft": traces_dir,
+        "student_logit_kd": kd_dir,
+        "student_on_policy": policy_dir,
+        "student_more_traces": more_dir,
+    }
+    tags = {"student_traces_sft": "sft", "student_logit_kd": "kd", "student_on_policy": "op"}
+    tags["student_more_traces"] = "more"
+    for name, tag in tags.items():
         if (dirs[name] / "final").exists():
             acc[name] = evaluate(str(dirs[name] / "final"), heldout, out / f"eval_{tag}.json", seconds, tag)
     gain = acc["teacher"] - acc["base"]
