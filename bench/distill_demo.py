@@ -83,57 +83,35 @@ def main() -> None:
     }
     common = [f"teacher={teacher}", f"student_layers={args.layers}", f"train.steps={args.steps}"]
     common += ["resume=true", *args.overrides]
-    recipes = args.recipes.split(",")
-    traces_dir, kd_dir = out / "traces_sft", out / "logit_kd"
-    if not (traces_dir / "final").exists():  # the traces are needed by both recipes
-        seconds["traces_sft"] = run(
-            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=traces",
-             f"output_dir={traces_dir}", f"data.num_prompts={args.prompts}", *common],
-            out / "traces_sft.log",
-        )  # fmt: skip
-    if "logit_kd" in recipes and not (kd_dir / "final").exists():
-        seconds["logit_kd"] = run(
-            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=offline",
-             f"output_dir={kd_dir}", f"data.path={traces_dir / 'traces.jsonl'}", *common],
-            out / "logit_kd.log",
-        )  # fmt: skip
-    policy_dir = out / "on_policy"
-    if "on_policy" in recipes and not (policy_dir / "final").exists():
-        seconds["on_policy"] = run(
-            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=on_policy",
-             f"output_dir={policy_dir}", f"teacher={teacher}", "student_layers=",
-             f"student.path={traces_dir / 'final'}", f"train.steps={args.on_policy_steps}",
-             "train.optim.lr=2.0e-5", "train.optim.warmup_steps=0", "on_policy.max_new_tokens=24",
-             "train.eval_every=25", "train.save_every=25", "resume=true"],
-            out / "on_policy.log",
-        )  # fmt: skip
-    more_dir = out / "more_traces"
-    if "more_traces" in recipes and not (more_dir / "final").exists():
-        seconds["more_traces"] = run(
-            [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", "mode=traces",
-             f"output_dir={more_dir}", f"teacher={teacher}", "student_layers=",
-             f"student.path={traces_dir / 'final'}", f"data.num_prompts={args.more_prompts}",
-             "seed=1", "traces.n_samples=1", "traces.temperature=0.0", "traces.keep_per_prompt=1",
-             f"train.steps={args.more_steps}", "train.optim.lr=5.0e-5", "train.optim.warmup_steps=0",
-             "resume=true"],
-            out / "more_traces.log",
-        )  # fmt: skip
+    traces_dir = out / "traces_sft"
+    from_sft = [f"teacher={teacher}", "student_layers=", f"student.path={traces_dir / 'final'}"]
+    from_sft += ["resume=true"]
+    stages = {  # recipe: (eval tag, `rlft distill` arguments); traces_sft always runs (others need it)
+        "traces_sft": ("sft", ["mode=traces", f"data.num_prompts={args.prompts}", *common]),
+        "logit_kd": ("kd", ["mode=offline", f"data.path={traces_dir / 'traces.jsonl'}", *common]),
+        "on_policy": ("op", ["mode=on_policy", *from_sft, f"train.steps={args.on_policy_steps}",
+                             "train.optim.lr=2.0e-5", "train.optim.warmup_steps=0",
+                             "on_policy.max_new_tokens=24", "train.eval_every=25", "train.save_every=25"]),
+        "more_traces": ("more", ["mode=traces", *from_sft, f"data.num_prompts={args.more_prompts}",
+                                 "seed=1", "traces.n_samples=1", "traces.temperature=0.0",
+                                 "traces.keep_per_prompt=1", f"train.steps={args.more_steps}",
+                                 "train.optim.lr=5.0e-5", "train.optim.warmup_steps=0"]),
+    }  # fmt: skip
+    recipes = ["traces_sft", *args.recipes.split(",")]
+    for name, (_, stage_args) in stages.items():
+        if name in recipes and not (out / name / "final").exists():
+            cmd = [RLFT, "distill", "--config", "configs/distill_smollm2.yaml", f"output_dir={out / name}"]
+            seconds[name] = run([*cmd, *stage_args], out / f"{name}.log")
     acc["student_before"] = evaluate(
         str(traces_dir / "student-init"), heldout, out / "eval_student0.json", seconds, "s0"
     )
-    dirs = {
-        "student_traces_sft": traces_dir,
-        "student_logit_kd": kd_dir,
-        "student_on_policy": policy_dir,
-        "student_more_traces": more_dir,
-    }
-    tags = {"student_traces_sft": "sft", "student_logit_kd": "kd", "student_on_policy": "op"}
-    tags["student_more_traces"] = "more"
-    for name, tag in tags.items():
-        if (dirs[name] / "final").exists():
-            acc[name] = evaluate(str(dirs[name] / "final"), heldout, out / f"eval_{tag}.json", seconds, tag)
+    for name, (tag, _) in stages.items():
+        if (out / name / "final").exists():
+            acc[f"student_{name}"] = evaluate(
+                str(out / name / "final"), heldout, out / f"eval_{tag}.json", seconds, tag
+            )
     gain = acc["teacher"] - acc["base"]
-    trained = [k for k in dirs if k in acc]
+    trained = [f"student_{name}" for name in stages if f"student_{name}" in acc]
     # kept: the student's gain over the base model as a share of the teacher's (the strict reading);
     # recovered: its gain over its own untrained start, as a share of the teacher's gain
     kept = {k: (acc[k] - acc["base"]) / gain if gain else float("nan") for k in trained}
