@@ -5,7 +5,7 @@ L = Lp + T. Imports nothing else from the package."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -35,14 +35,8 @@ class Rollouts:
 
     def to(self, device: Any) -> Rollouts:
         """The same rollouts with every tensor on `device` (the model's)."""
-        return replace(
-            self,
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            response_mask=self.response_mask.to(device),
-            group_ids=self.group_ids.to(device),
-            truncated=self.truncated.to(device),
-        )
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, Tensor)})
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> None:
         return
     if backend == "auto":
         backend = auto_backend()
-    if torch.cuda.is_available():  # ranks beyond the node's GPUs share them (rlft.models.resolve_device)
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_gpu_index())
     timeout = timedelta(seconds=timeout_s)
     store = _attempt_store(timeout)
     if store is None:
@@ -55,6 +55,11 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800.0) -> None:
     log.info(
         "rank %d of %d joined the process group (%s, timeout %.0fs)", rank(), world_size(), backend, timeout_s
     )
+
+
+def local_gpu_index() -> int:
+    """This process's GPU on its node: LOCAL_RANK mod the node's GPUs (ranks beyond them share)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
 
 
 def auto_backend() -> str:

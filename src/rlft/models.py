@@ -144,7 +144,9 @@ def resolve_device(name: str = "auto") -> Any:
         raise ConfigError(f"'model.device={name}' but torch sees no CUDA device (torch {torch.__version__})")
     if name.startswith("cuda:"):
         return torch.device(name)
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    from rlft.distributed import local_gpu_index
+
+    return torch.device("cuda", local_gpu_index())
 
 
 def model_device(model: Any) -> Any:

@@ -78,14 +78,13 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 5, dtype: Any = None, dev
     dtype = dtype or torch.float32
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     torch.mm(a, b)
-    sync()
+    sync_device()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b)
-        sync()
+        sync_device()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best
 
