@@ -5,6 +5,7 @@ held-out KL, resume reproduces a straight run, and traces are the verifier-accep
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -229,3 +230,29 @@ def test_tiny_config_runs_on_policy_distillation(tmp_path):
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(result["final_dir"]).num_hidden_layers == 1
+
+
+def test_auto_layers_drop_the_block_that_changes_nothing(tmp_path, models, rows_path):
+    # a 4-layer teacher whose layers 2 and 3 write nothing to the residual stream (zero attention
+    # output and MLP down projections): h + 0 + 0 = h, so dropping the block 2-3 changes no output
+    # and auto:2 must keep [0, 1] (not first + last, not every other); the calibration batch is
+    # the teacher's own greedy answers
+    from rlft.config import ConfigError
+    from rlft.loops.distill_data import with_built_student
+    from rlft.models import load_causal_lm, load_tokenizer
+
+    teacher = load_causal_lm(models["teacher"])
+    with torch.no_grad():
+        for i in (2, 3):
+            teacher.model.layers[i].self_attn.o_proj.weight.zero_()
+            teacher.model.layers[i].mlp.down_proj.weight.zero_()
+    teacher.save_pretrained(tmp_path / "teacher")
+    load_tokenizer(models["teacher"]).save_pretrained(tmp_path / "teacher")
+    keys = [f"output_dir={tmp_path / 'run'}", f"teacher={tmp_path / 'teacher'}", f"data.path={rows_path}"]
+    cfg = build(DistillConfig, merge_overrides({}, [*keys, *BASE, "student_layers=auto:2"]))
+    built = with_built_student(cfg)
+    info = json.loads((Path(built.student.path) / "student_info.json").read_text())
+    assert info["layers"] == [0, 1] and info["teacher_layers"] == 4
+    bad = build(DistillConfig, merge_overrides({}, [*keys, *BASE, "student_layers=auto:9"]))
+    with pytest.raises(ConfigError, match=r"'auto:K' needs 1 <= K <= 4"):
+        with_built_student(dataclasses.replace(bad, output_dir=str(tmp_path / "bad")))

@@ -195,8 +195,9 @@ def _layer_spec(spec: str, cfg: Any, model: Any, tok: Any) -> list[int] | str:
 
 def _calibration_batch(cfg: Any, model: Any, tok: Any, prompts: int = 16) -> tuple[Any, Any]:
     """The first `prompts` training prompts with the teacher's greedy answers, right-padded:
-    (input_ids [B, L], attention_mask [B, L])."""
-    import torch
+    (input_ids [B, L], attention_mask [B, L]) on the teacher's device."""
+    from rlft.models import model_device
+    from rlft.reward_models import right_pad
 
     rows = load_train_rows(cfg.data, cfg.seed, prompts)[:prompts]
     texts = [chat_text(tok, row[cfg.data.prompt_field], cfg.data.system_prompt) for row in rows]
@@ -204,12 +205,8 @@ def _calibration_batch(cfg: Any, model: Any, tok: Any, prompts: int = 16) -> tup
     params = SamplingParams(cfg.traces.max_new_tokens, temperature=0.0)
     gens = make_generator("hf", model.eval(), tok, prompts).generate(ids, params)
     seqs = [p + r for p, r in zip(ids, gens.response_ids, strict=True)]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        input_ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-    return input_ids, mask
+    input_ids, mask = right_pad(seqs, tok.pad_token_id)
+    return input_ids.to(model_device(model)), mask.to(model_device(model))
 
 
 def run_distill(cfg: Any) -> dict[str, Any]:
