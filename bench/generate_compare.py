@@ -48,11 +48,21 @@ def time_backend(gen, ids, params, samples: int, seed: int) -> tuple[float, int]
     return time.perf_counter() - start, sum(len(r) for r in out.response_ids)
 
 
+def _generator(name: str, model, tok, batch: int):
+    """A rollout.backend value, or `hf_aten`: rlft's loop without packed weights (aten's matmul)."""
+    from rlft.rollout.base import make_generator
+    from rlft.rollout.hf import HFGenerator
+
+    if name == "hf_aten":
+        return HFGenerator(model, tok, batch, packed=False)
+    return make_generator(name, model, tok, batch)
+
+
 def main() -> None:
     import torch
 
     from rlft.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
-    from rlft.rollout.base import SamplingParams, make_generator
+    from rlft.rollout.base import SamplingParams
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -70,7 +80,7 @@ def main() -> None:
     ids = w_prompts(tok, args.prompts)
     params = SamplingParams(args.max_new_tokens, temperature=1.0)
     batch = args.prompts * args.samples
-    backends = {name: make_generator(name, model, tok, batch) for name in args.backends.split(",")}
+    backends = {name: _generator(name, model, tok, batch) for name in args.backends.split(",")}
     threads = torch.get_num_threads()
     print(
         f"{args.model} on {device} ({args.dtype}, {threads} threads): {batch} x {args.max_new_tokens} tokens"

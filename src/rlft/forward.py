@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlft.models import cache_keyword
 from rlft.ops import entropy_from_logits, gather_logprobs, position_ids_from_mask
 
 
@@ -129,15 +130,16 @@ class _PromptPass:
         first = torch.full((int(inverse.max()) + 1,), b, device=input_ids.device)
         first = first.scatter_reduce(0, inverse, rows, "amin")  # one row per distinct prompt
         prompt_mask = attention_mask[first, : self.lp]
+        self.cache = DynamicCache(config=model.config)
         out = model(
             input_ids=input_ids[first, : self.lp],
             attention_mask=prompt_mask,
             position_ids=position_ids_from_mask(prompt_mask),
-            past_key_values=DynamicCache(config=model.config),
             use_cache=True,
             logits_to_keep=1,
+            **{cache_keyword(model): self.cache},
         )
-        self.inverse, self.logits, self.cache = inverse, out.logits, out.past_key_values
+        self.inverse, self.logits = inverse, out.logits
         self.prompt_len = prompt_mask.sum(-1)  # real tokens per distinct prompt
 
     @classmethod
@@ -165,8 +167,8 @@ class _PromptPass:
             input_ids=input_ids[:, self.lp : self.lp + t - 1],
             attention_mask=attention_mask[:, : self.lp + t - 1],
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_keyword(model): cache},
         )
         return torch.cat([first_logits, rest.logits], dim=1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -147,6 +148,16 @@ def resolve_device(name: str = "auto") -> Any:
     from rlft.distributed import local_gpu_index
 
     return torch.device("cuda", local_gpu_index())
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword the model's forward takes a KV cache by: `cache` (newer transformers, which
+    deprecate the old name) or `past_key_values`. Looks through DDP and PEFT wrappers."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    params = inspect.signature(inner.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def model_device(model: Any) -> Any:

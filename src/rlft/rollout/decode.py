@@ -4,7 +4,8 @@ Differences from `generate` that matter for RL rollouts on a CPU:
 - the prompt is prefilled once and its KV cache repeated for the G samples of that prompt;
 - finished sequences leave the batch (their cache rows are dropped), so the batch shrinks as
   completions end instead of decoding padding;
-- only the last position's logits are computed, and sampling works on that [N, V] row only.
+- only the last position's logits are computed, and sampling works on that [N, V] row only;
+- the KV cache is reserved for the whole completion up front (rlft.rollout.kv_cache), not grown.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlft.models import cache_keyword
 from rlft.ops import position_ids_from_mask
 from rlft.rollout.base import Generations, SamplingParams
+from rlft.rollout.kv_cache import reserved_cache
 
 
 def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -79,18 +82,16 @@ def decode(
 ) -> Generations:
     """Sample `repeats` completions for each left-padded prompt row: prompts [P, Lp] -> P*repeats
     completions, in prompt-major order (all samples of prompt 0 first)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
+    cache = reserved_cache(model.config, prompts.shape[1] + params.max_new_tokens)
+    cache_kw = cache_keyword(model)
     out = model(
         input_ids=prompts,
         attention_mask=prompt_mask,
         position_ids=position_ids_from_mask(prompt_mask),
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{cache_kw: cache},
     )
-    cache = out.past_key_values
     logits = out.logits[:, -1, :]
     if repeats > 1:
         cache.batch_repeat_interleave(repeats)
@@ -130,8 +131,8 @@ def decode(
             input_ids=tokens[:, None],
             attention_mask=mask,
             position_ids=positions[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         )
         logits = out.logits[:, -1, :]
         positions = positions + 1

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from rlft.models import model_device
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.decode import decode
+from rlft.rollout.packed import packing_context
 
 
 def eos_token_ids(model: Any, tok: Any) -> list[int]:
@@ -47,14 +49,24 @@ class HFGenerator:
     """Samples from the policy module itself, so weight sync is a no-op.
 
     By default it runs the lean loop of rlft.rollout.decode (shared prompt prefill, finished rows
-    leave the batch); `use_generate=True` calls transformers' `generate` instead (the reference).
+    leave the batch) with the linear layers on packed oneDNN weights where they qualify
+    (rlft.rollout.packed: CPU, fp32; `packed=False` keeps aten's matmul); `use_generate=True`
+    calls transformers' `generate` instead (the reference, never packed).
     """
 
-    def __init__(self, model: Any, tok: Any, batch_size: int = 64, use_generate: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        tok: Any,
+        batch_size: int = 64,
+        use_generate: bool = False,
+        packed: bool = True,
+    ):
         self.model = model
         self.tok = tok
         self.batch_size = batch_size
         self.use_generate = use_generate
+        self.packed = packed and not use_generate
         self.eos = eos_token_ids(model, tok)
 
     def sync_weights(self, model: Any) -> None:
@@ -70,22 +82,27 @@ class HFGenerator:
         responses: list[list[int]] = []
         finished: list[bool] = []
         try:
-            for start in range(0, len(prompt_ids), per_call):
-                ids, mask = left_pad(prompt_ids[start : start + per_call], self.tok.pad_token_id)
-                device = next(self.model.parameters()).device
-                ids, mask = ids.to(device), mask.to(device)
-                call = params
-                if params.seeds is not None:
-                    call = replace(params, seeds=params.seeds[start : start + per_call])
-                if self.use_generate:
-                    out = self._hf_generate(ids, mask, call, samples_per_prompt)
-                else:
-                    out = decode(self.model, ids, mask, samples_per_prompt, call, self.eos)
-                responses.extend(out.response_ids)
-                finished.extend(out.finished)
+            with packing_context(self.model, self.packed, min(self.batch_size, 64)):
+                for start in range(0, len(prompt_ids), per_call):
+                    chunk = prompt_ids[start : start + per_call]
+                    out = self._generate_chunk(chunk, params, start, samples_per_prompt)
+                    responses.extend(out.response_ids)
+                    finished.extend(out.finished)
         finally:
             self.model.train(was_training)
         return Generations(response_ids=responses, finished=finished)
+
+    def _generate_chunk(
+        self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, start: int, repeats: int
+    ) -> Generations:
+        ids, mask = left_pad(prompt_ids, self.tok.pad_token_id)
+        device = model_device(self.model)
+        ids, mask = ids.to(device), mask.to(device)
+        if params.seeds is not None:  # the seeds of this chunk's prompts
+            params = replace(params, seeds=params.seeds[start : start + len(prompt_ids)])
+        if self.use_generate:
+            return self._hf_generate(ids, mask, params, repeats)
+        return decode(self.model, ids, mask, repeats, params, self.eos)
 
     def _hf_generate(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams, repeats: int):
         if params.seeds is not None:  # one call per prompt, each from its own seed

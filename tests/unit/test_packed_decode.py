@@ -1,0 +1,120 @@
+"""Decode speed-ups that must not change numerics: oneDNN-packed linears and the reserved KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rlft.models import cache_keyword
+from rlft.rollout.kv_cache import ReservedLayer, reserved_cache
+from rlft.rollout.packed import onednn_linear_available, pack_linear, packed_linear, packed_linears
+
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="torch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(5, 24), (3, 1, 24), (64, 24)])
+def test_packed_linear_equals_aten(shape):
+    # y = x W^T + b; the packed kernel sums in another order, so equal to float rounding only:
+    # |error| <= ~K * eps * max|x||W| = 24 * 1.2e-7 * O(10) ~ 3e-5 at worst, 1e-5 typical
+    torch.manual_seed(0)
+    layer = nn.Linear(24, 40)
+    x = torch.randn(shape)
+    packed = pack_linear(layer.weight, batch_hint=shape[0])
+    got = packed_linear(x, packed, layer.bias.detach())
+    assert got.shape == (*shape[:-1], 40)
+    torch.testing.assert_close(got, layer(x).detach(), rtol=1e-5, atol=3e-5)
+
+
+class _Subclassed(nn.Linear):
+    pass
+
+
+@needs_onednn
+def test_packed_linears_packs_plain_fp32_cpu_linears_and_restores_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), _Subclassed(8, 8), nn.Linear(8, 4, bias=False))
+    model[3].to(torch.bfloat16)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        plain = model[:3](x)
+        with packed_linears(model) as n:
+            packed = model[:3](x)
+            assert "forward" in model[0].__dict__  # the plain fp32 layer runs packed
+            assert "forward" not in model[2].__dict__  # a subclass keeps its own forward
+            assert "forward" not in model[3].__dict__  # bf16 is not packed
+        assert n == 1
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-6)
+    assert all("forward" not in m.__dict__ for m in model)
+
+
+@needs_onednn
+def test_packed_linears_restores_forwards_after_an_error():
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(RuntimeError, match="boom"), packed_linears(model):
+        raise RuntimeError("boom")
+    assert "forward" not in model[0].__dict__
+
+
+@needs_onednn
+def test_packed_linears_packs_the_weights_at_entry():
+    # the packed copy is taken on entering: an update inside the context is not seen until re-entry
+    layer = nn.Linear(4, 2, bias=False)
+    x = torch.ones(1, 4)
+    with torch.no_grad(), packed_linears(layer):
+        before = layer(x).clone()
+        layer.weight.add_(1.0)  # every output grows by sum(x) = 4 once repacked
+        assert torch.equal(layer(x), before)
+    with torch.no_grad(), packed_linears(layer):
+        torch.testing.assert_close(layer(x), before + 4.0)
+
+
+@pytest.mark.skipif(ReservedLayer is None, reason="transformers without per-layer caches")
+def test_reserved_cache_gives_the_dynamic_caches_logits(tiny_model):
+    # prefill 2 left-padded prompts, repeat each twice, decode 3 steps, drop a row, decode 2 more:
+    # the reserved cache must give the same logits as transformers' DynamicCache at every step
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    ids = torch.randint(3, 100, (2, 5))
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    outs = {}
+    for name, cache in (("dynamic", DynamicCache(config=tiny_model.config)), ("reserved", None)):
+        if cache is None:
+            cache = reserved_cache(tiny_model.config, capacity=5 + 5)
+        outs[name] = _decode_logits(tiny_model, cache, ids, mask)
+    assert isinstance(reserved_cache(tiny_model.config, 4).layers[0], ReservedLayer)
+    for a, b in zip(outs["dynamic"], outs["reserved"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def _decode_logits(model, cache, ids, mask):
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **{cache_keyword(model): cache})
+    cache.batch_repeat_interleave(2)
+    mask, logits = mask.repeat_interleave(2, 0), [out.logits[:, -1].repeat_interleave(2, 0)]
+    nxt, pos = logits[0].argmax(-1), mask.sum(-1)
+    for step in range(5):
+        if step == 3:  # row 1 finished: it leaves the batch
+            keep = torch.tensor([0, 2, 3])
+            cache.batch_select_indices(keep)
+            nxt, pos, mask = nxt[keep], pos[keep], mask[keep]
+        mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], 1)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=pos[:, None],
+            **{cache_keyword(model): cache},
+        )
+        logits.append(out.logits[:, -1])
+        nxt, pos = logits[-1].argmax(-1), pos + 1
+    return logits
+
+
+@pytest.mark.skipif(ReservedLayer is None, reason="transformers without per-layer caches")
+def test_reserved_cache_refuses_to_overflow(tiny_model):
+    cache = reserved_cache(tiny_model.config, capacity=4)
+    with pytest.raises(ValueError, match="reserved for 4 positions, asked to hold 5"), torch.no_grad():
+        tiny_model(input_ids=torch.ones(1, 5, dtype=torch.long), **{cache_keyword(tiny_model): cache})
