@@ -30,6 +30,7 @@ from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger, read_jsonl_records
 from rlft.models import model_device
+from rlft.onednn import maybe, onednn_linears
 from rlft.ops import masked_mean, masked_sum
 from rlft.perf import Laps, PhaseTimer, mfu, step_flops
 from rlft.rewards.scoring import RewardTerm
@@ -215,7 +216,8 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     with GracefulStop() as stop:
         try:
             while state.step < config.train.steps:
-                with timer("train"):
+                models = (parts.model, parts.ref_model, parts.critic)
+                with timer("train"), maybe(config.model.onednn, onednn_linears, *models):
                     metrics, batch = rl_step(config, parts, generator, algo, terms, state)
                 state.step += 1
                 _throughput(metrics, peak_flops, state.step)

@@ -152,8 +152,7 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         groups.append({"params": list(critic.parameters()), "lr": v.lr or cfg.train.optim.lr})
     optimizer, scheduler = make_optimizer(groups, cfg.train.optim, cfg.train.steps)
     backend = rollout_backend(cfg, model)
-    r = cfg.rollout
-    generator = make_generator(backend, model, tok, r.generation_batch_size, r.packed_weights)
+    generator = make_generator(backend, model, tok, cfg.rollout.generation_batch_size, cfg.model.onednn)
     if is_sharded(model):
         generator = FullParamsGenerator(generator, model)
     parts = RunParts(model, ref_model, tok, optimizer, scheduler, critic)

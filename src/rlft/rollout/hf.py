@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from rlft.models import model_device
+from rlft.onednn import maybe, packed_linears
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.decode import decode
-from rlft.rollout.packed import packing_context
 
 
 def eos_token_ids(model: Any, tok: Any) -> list[int]:
@@ -50,7 +50,7 @@ class HFGenerator:
 
     By default it runs the lean loop of rlft.rollout.decode (shared prompt prefill, finished rows
     leave the batch) with the linear layers on packed oneDNN weights where they qualify
-    (rlft.rollout.packed: CPU, fp32; `packed=False` keeps aten's matmul); `use_generate=True`
+    (rlft.onednn: CPU, fp32; `packed=False` keeps aten's matmul); `use_generate=True`
     calls transformers' `generate` instead (the reference, never packed).
     """
 
@@ -82,7 +82,7 @@ class HFGenerator:
         responses: list[list[int]] = []
         finished: list[bool] = []
         try:
-            with packing_context(self.model, self.packed, min(self.batch_size, 64)):
+            with maybe(self.packed, packed_linears, self.model):
                 for start in range(0, len(prompt_ids), per_call):
                     chunk = prompt_ids[start : start + per_call]
                     out = self._generate_chunk(chunk, params, start, samples_per_prompt)

@@ -17,6 +17,9 @@ class ModelConfig:
         "auto", "auto (this process's GPU when CUDA is available, else cpu), cpu, cuda, cuda:N"
     )
     gradient_checkpointing: bool = field(False, "recompute activations in backward to save memory")
+    onednn: bool = field(
+        True, "fp32 CPU linear layers on oneDNN (decode on packed weights), not aten's matmul (rlft.onednn)"
+    )
     trust_remote_code: bool = field(False, "allow custom modelling code from the model repo")
     lora_rank: int = field(0, "train LoRA adapters of this rank (PEFT) instead of all weights (0 = off)")
     lora_alpha: float = field(16.0, "LoRA scaling numerator (scale = alpha / rank)")

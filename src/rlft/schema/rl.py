@@ -22,9 +22,6 @@ class RolloutConfig:
     top_p: float = field(1.0, "nucleus sampling threshold (1 = off)")
     top_k: int = field(0, "top-k sampling (0 = off)")
     generation_batch_size: int = field(64, "sequences per generate call")
-    packed_weights: bool = field(
-        True, "hf backend: decode's fp32 CPU linear layers on oneDNN-packed weights (false: aten matmul)"
-    )
     seed_per_prompt: bool | None = field(
         None, "each prompt samples from its own seed, independent of the process count (None: if several)"
     )

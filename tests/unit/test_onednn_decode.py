@@ -1,14 +1,16 @@
-"""Decode speed-ups that must not change numerics: oneDNN-packed linears and the reserved KV cache."""
+"""Speed-ups that must not change numerics: oneDNN linears (decode and training), the reserved KV cache."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
 from torch import nn
 
 from rlft.models import cache_keyword
+from rlft.onednn import onednn_linear_available, onednn_linears, onednn_matmul, pack_linear, packed_linears
 from rlft.rollout.kv_cache import ReservedLayer, reserved_cache
-from rlft.rollout.packed import onednn_linear_available, pack_linear, packed_linear, packed_linears
 
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="torch built without oneDNN")
 
@@ -22,7 +24,7 @@ def test_packed_linear_equals_aten(shape):
     layer = nn.Linear(24, 40)
     x = torch.randn(shape)
     packed = pack_linear(layer.weight, batch_hint=shape[0])
-    got = packed_linear(x, packed, layer.bias.detach())
+    got = onednn_matmul(x, packed, layer.bias.detach())
     assert got.shape == (*shape[:-1], 40)
     torch.testing.assert_close(got, layer(x).detach(), rtol=1e-5, atol=3e-5)
 
@@ -68,6 +70,36 @@ def test_packed_linears_packs_the_weights_at_entry():
         assert torch.equal(layer(x), before)
     with torch.no_grad(), packed_linears(layer):
         torch.testing.assert_close(layer(x), before + 4.0)
+
+
+@needs_onednn
+def test_onednn_linears_train_with_the_same_gradients_as_aten():
+    # L = sum(y * c) with y = x W^T + b: dL/dx = c W, dL/dW = c^T x, dL/db = sum over rows of c
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 12)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    c = torch.randn(2, 5, 12)
+    grads = []
+    for fast in (False, True):
+        layer.zero_grad(), setattr(x, "grad", None)
+        with onednn_linears(layer) if fast else contextlib.nullcontext():
+            (layer(x) * c).sum().backward()
+        grads.append((x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+    by_hand = (c @ layer.weight.detach(), c.reshape(10, 12).t() @ x.detach().reshape(10, 16), c.sum((0, 1)))
+    for aten, fast, hand in zip(*grads, by_hand, strict=True):
+        torch.testing.assert_close(fast, aten, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(aten, hand, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_onednn_contexts_nest_and_restore_the_forward_they_found():
+    layer = nn.Linear(4, 4)
+    with onednn_linears(layer):
+        training_forward = layer.__dict__["forward"]
+        with torch.no_grad(), packed_linears(layer):
+            assert layer.__dict__["forward"] is not training_forward
+        assert layer.__dict__["forward"] is training_forward  # decode inside training: restored
+    assert "forward" not in layer.__dict__
 
 
 @pytest.mark.skipif(ReservedLayer is None, reason="transformers without per-layer caches")
