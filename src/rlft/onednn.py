@@ -8,9 +8,8 @@ its blocked layout (`bench/onednn_linear.py` prints both side by side). Two ways
 - `packed_linears(model)`: inference (decode). Every qualifying nn.Linear runs on a packed copy
   of its weight, taken at entry and dropped at exit (no memory outside the context; re-enter
   after each update: HFGenerator packs per generate call).
-- `onednn_linears(model)`: training and no-grad passes. Forward and input-gradient products on
-  oneDNN with the live weight (nothing cached, so optimizer steps are always seen), the weight
-  gradient on aten (faster there for [out, tokens] x [tokens, in]).
+- `onednn_linears(model)`: training and no-grad passes. The forward product on oneDNN with the
+  live weight (nothing cached, so optimizer steps are always seen), the backward on aten.
 
 Qualifying = exactly nn.Linear (not a subclass: quantised or parallel layers keep their own
 forward), plain CPU fp32 weight (not a DTensor shard). Contexts nest: each restores the forward
@@ -61,7 +60,8 @@ def onednn_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b: forward and dL/dx on oneDNN, dL/dW = dy^T x and dL/db on aten."""
+    """y = x W^T + b on oneDNN; the backward on aten: dL/dx = dy W, dL/dW = dy^T x, dL/db = sum dy
+    (oneDNN on a transposed weight was no faster for dL/dx once the transpose is paid)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -74,8 +74,8 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:  # dy [.., out] @ W [out, in] = dy @ (W^T)^T
-            grad_x = onednn_matmul(grad_out, weight.detach().t().contiguous())
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ weight.detach()
         flat = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[1]:
             grad_w = flat.t() @ x.reshape(-1, x.shape[-1])

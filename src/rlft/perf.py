@@ -70,20 +70,30 @@ def mfu(flops: float, seconds: float, peak_flops: float) -> float:
     return flops / seconds / peak_flops
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5, dtype: Any = None, device: Any = "cpu") -> float:
+def matmul_peak_flops(
+    size: int = 2048, repeats: int = 5, dtype: Any = None, device: Any = "cpu", engine: str = "aten"
+) -> float:
     """Best FLOP/s of `repeats` [size, size] @ [size, size] matmuls (2 size^3 FLOPs each, fp32
-    unless `dtype`, on `device`) after one warm-up: the reference peak for MFU on this machine."""
+    unless `dtype`, on `device`) after one warm-up: the reference peak for MFU on this machine.
+    engine `aten` = torch.mm; `onednn` = oneDNN's matmul on a packed operand (rlft.onednn)."""
     import torch  # lazily: `rlft --help` stays light
 
     dtype = dtype or torch.float32
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    torch.mm(a, b)
+    if engine == "onednn":
+        from rlft.onednn import onednn_matmul, pack_linear
+
+        packed = pack_linear(b, size)
+        product = lambda: onednn_matmul(a, packed)  # noqa: E731
+    else:
+        product = lambda: torch.mm(a, b)  # noqa: E731
+    product()
     sync_device()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
+        product()
         sync_device()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best

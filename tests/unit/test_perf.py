@@ -45,9 +45,14 @@ def test_rollout_flops_counts_each_prompt_once_per_pass() -> None:
     assert rollout_flops(model, rollouts, 2, 0.5) == pytest.approx(5280 + 3960)
 
 
-def test_matmul_peak_is_a_positive_rate() -> None:
+@pytest.mark.parametrize("engine", ["aten", "onednn"])
+def test_matmul_peak_is_a_positive_rate(engine: str) -> None:
     # 64^3 matmul: 2 * 64^3 = 524_288 FLOPs; any machine does it in well under a second
-    assert matmul_peak_flops(size=64, repeats=2) > 524_288
+    from rlft.onednn import onednn_linear_available
+
+    if engine == "onednn" and not onednn_linear_available():
+        pytest.skip("torch built without oneDNN")
+    assert matmul_peak_flops(size=64, repeats=2, engine=engine) > 524_288
 
 
 def test_checkpoints_written() -> None:
