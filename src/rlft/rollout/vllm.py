@@ -34,14 +34,13 @@ def sample_seed(prompt_seed: int, index: int) -> int:
 
 
 def why_not_vllm(model: Any, processes: int, lora: bool) -> str | None:
-    """Why `rollout.backend=auto` cannot use vLLM for this run (None: it can): vLLM not installed,
-    several processes (one in-process engine per rank is untested), LoRA adapters (not synced), a
-    model not loaded from a local directory, or heads under 32 dimensions on a CPU (vLLM's CPU
-    attention kernels need at least 32)."""
+    """Why `rollout.backend=auto` does not use vLLM for this run (None: it does): vLLM not
+    installed, several processes (one in-process engine per rank is untested), LoRA adapters (not
+    synced), a model not loaded from a local directory, or a model on the CPU, where rlft's own
+    decode is as fast (workload W: 230 against vLLM's 234 tokens/s) without the engine's ~2.6 GB."""
     import importlib.util
 
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     path = getattr(model, "name_or_path", "") or config._name_or_path
     reasons = [
         (importlib.util.find_spec("vllm") is None, "vLLM is not installed"),
@@ -49,8 +48,8 @@ def why_not_vllm(model: Any, processes: int, lora: bool) -> str | None:
         (lora, "LoRA adapters"),
         (not path or not os.path.isdir(path), "the model is not a local directory"),
         (
-            next(model.parameters()).device.type == "cpu" and head_dim < 32,
-            f"head size {head_dim} < 32 on a CPU",
+            next(model.parameters()).device.type == "cpu",
+            "the model is on the CPU, where rlft's decode is as fast and lighter",
         ),
     ]
     return next((why for bad, why in reasons if bad), None)

@@ -13,7 +13,8 @@ from rlft.schema.common import DataConfig, DistConfig, LogConfig, ModelConfig, O
 @dataclass(frozen=True)
 class RolloutConfig:
     backend: str = field(
-        "auto", "generation engine: auto (vllm where installed and usable, else hf), hf, hf_generate, vllm"
+        "auto",
+        "generation engine: auto (vllm where installed and usable on a GPU, else hf), hf, hf_generate, vllm",
     )
     prompts_per_step: int = field(8, "prompts sampled per RL step (P)")
     samples_per_prompt: int = field(8, "completions per prompt (G)")
