@@ -74,8 +74,8 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight.detach()
+        if ctx.needs_input_grad[0]:  # not detached: a create_graph backward (TRPO's FVP) differentiates it
+            grad_x = grad_out @ weight
         flat = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[1]:
             grad_w = flat.t() @ x.reshape(-1, x.shape[-1])

@@ -92,6 +92,26 @@ def test_onednn_linears_train_with_the_same_gradients_as_aten():
 
 
 @needs_onednn
+def test_onednn_linears_second_derivatives_equal_atens():
+    # TRPO's Fisher-vector product differentiates a gradient: H v for
+    # L = sum(tanh(W2 tanh(W1 x)) * c) over both weights; dL/dW1 runs through dL/dh = dy W2, so
+    # H v needs that product differentiable in W2, as aten's linear backward is
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.Tanh(), nn.Linear(5, 3, bias=False))
+    x, c = torch.randn(4, 6), torch.randn(4, 3)
+    v = [torch.randn_like(p) for p in model.parameters()]
+    hvps = []
+    for fast in (False, True):
+        with onednn_linears(model) if fast else contextlib.nullcontext():
+            loss = (torch.tanh(model(x)) * c).sum()
+            grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+            dot = sum((g * u).sum() for g, u in zip(grads, v, strict=True))
+            hvps.append(torch.autograd.grad(dot, list(model.parameters())))
+    for fast, aten in zip(hvps[1], hvps[0], strict=True):
+        torch.testing.assert_close(fast, aten, rtol=1e-4, atol=1e-5)
+
+
+@needs_onednn
 def test_onednn_contexts_nest_and_restore_the_forward_they_found():
     layer = nn.Linear(4, 4)
     with onednn_linears(layer):
