@@ -48,13 +48,31 @@ def time_backend(gen, ids, params, samples: int, seed: int) -> tuple[float, int]
     return time.perf_counter() - start, sum(len(r) for r in out.response_ids)
 
 
+class _Unfused:
+    """rlft's loop on packed weights, each linear alone (no q/k/v, gate/up stacking)."""
+
+    def __init__(self, model, tok, batch: int):
+        from rlft.rollout.hf import HFGenerator
+
+        self.inner = HFGenerator(model, tok, batch, packed=False)
+
+    def generate(self, *args):
+        from rlft.onednn import packed_linears
+
+        with packed_linears(self.inner.model, fuse_siblings=False):
+            return self.inner.generate(*args)
+
+
 def _generator(name: str, model, tok, batch: int):
-    """A rollout.backend value, or `hf_aten`: rlft's loop without packed weights (aten's matmul)."""
+    """A rollout.backend value, `hf_aten`: rlft's loop without packed weights (aten's matmul), or
+    `hf_unfused`: packed weights, no sibling stacking."""
     from rlft.rollout.base import make_generator
     from rlft.rollout.hf import HFGenerator
 
     if name == "hf_aten":
         return HFGenerator(model, tok, batch, packed=False)
+    if name == "hf_unfused":
+        return _Unfused(model, tok, batch)
     return make_generator(name, model, tok, batch)
 
 

@@ -1,15 +1,17 @@
 """fp32 CPU linear layers on oneDNN instead of aten's matmul (MKL sgemm).
 
-On this project's CPUs (AMD EPYC, AVX-512) MKL runs fp32 products at 110-180 GFLOP/s and the
-skinny ones of decoding ([N <= 32, d] x weights) far lower; oneDNN's matmul runs the same
-products at 180-220 GFLOP/s, and 2-4x faster at decode shapes once the weight is reordered into
-its blocked layout (`bench/onednn_linear.py` prints both side by side). Two ways in:
+On this project's CPUs (AMD EPYC, AVX-512) MKL runs fp32 products at 110-195 GFLOP/s (it does
+not use its AVX-512 kernels on AMD) and the skinny ones of decoding ([N <= 32, d] x weights) far
+lower; oneDNN's matmul runs the same products at 180-220 GFLOP/s on a Zen 4 and 350-460 on a
+Zen 5, and 2-4x faster at decode shapes once the weight is reordered into its blocked layout
+(`bench/onednn_linear.py` prints both side by side). Two ways in:
 
-- `packed_linears(model)`: inference (decode). Every qualifying nn.Linear runs on a packed copy
-  of its weight, taken at entry and dropped at exit (no memory outside the context; re-enter
-  after each update: HFGenerator packs per generate call).
-- `onednn_linears(model)`: training and no-grad passes. The forward product on oneDNN with the
-  live weight (nothing cached, so optimizer steps are always seen), the backward on aten.
+- `packed_linears(model)`: inference (decode), weights fixed inside. Every qualifying nn.Linear
+  runs on a packed copy of its weight, dropped at exit (no memory outside the context; re-enter
+  after each update: HFGenerator packs per generate call); linears that read one input (q/k/v,
+  gate/up) run as one stacked product (rlft.onednn_siblings).
+- `onednn_linears(model)`: training and no-grad passes. The forward and backward products on
+  oneDNN with the live weight (nothing cached, so optimizer steps are always seen).
 
 Qualifying = exactly nn.Linear (not a subclass: quantised or parallel layers keep their own
 forward), plain CPU fp32 weight (not a DTensor shard). Contexts nest: each restores the forward
@@ -60,8 +62,9 @@ def onednn_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b on oneDNN; the backward on aten: dL/dx = dy W, dL/dW = dy^T x, dL/db = sum dy
-    (oneDNN on a transposed weight was no faster for dL/dx once the transpose is paid)."""
+    """y = x W^T + b on oneDNN, and its backward dL/dx = dy W, dL/dW = dy^T x, dL/db = sum dy:
+    on oneDNN with transposed (strided) operands, no copies; on aten when the backward itself is
+    differentiated (create_graph, TRPO's Fisher-vector product), so second derivatives stay exact."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -73,12 +76,14 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:  # not detached: a create_graph backward (TRPO's FVP) differentiates it
-            grad_x = grad_out @ weight
         flat = grad_out.reshape(-1, grad_out.shape[-1])
+        differentiable = torch.is_grad_enabled()  # true only under create_graph
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ weight if differentiable else onednn_matmul(grad_out, weight.detach().t())
         if ctx.needs_input_grad[1]:
-            grad_w = flat.t() @ x.reshape(-1, x.shape[-1])
+            x_flat = x.reshape(-1, x.shape[-1])
+            grad_w = flat.t() @ x_flat if differentiable else onednn_matmul(flat.t(), x_flat.detach().t())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = flat.sum(0)
         return grad_x, grad_w, grad_b
@@ -115,14 +120,23 @@ def _qualifying(models: tuple[Any, ...]) -> list[nn.Module]:
     return [m for model in models if model is not None for m in model.modules() if _qualifies(m)]
 
 
-def packed_linears(*models: Any, batch_hint: int = 32) -> contextlib.AbstractContextManager[int]:
-    """Inference only: qualifying linears run on weights packed at entry; yields how many."""
+def packed_linears(
+    *models: Any, batch_hint: int = 32, fuse_siblings: bool = True
+) -> contextlib.AbstractContextManager[int]:
+    """Inference only, weights fixed inside: qualifying linears run on packed weights; yields how
+    many. `fuse_siblings`: linears that read one input (q/k/v, gate/up) run as one product from
+    the second forward on, packed then (rlft.onednn_siblings); else all are packed at entry."""
+    modules = _qualifying(models)
+    if fuse_siblings:
+        from rlft.onednn_siblings import SiblingLinears
+
+        return _forwards_replaced(modules, SiblingLinears(modules, batch_hint).forward_of)
 
     def make(module: nn.Module) -> Any:
         bias = None if module.bias is None else module.bias.detach()
         return _packed_forward(pack_linear(module.weight, batch_hint), bias)
 
-    return _forwards_replaced(_qualifying(models), make)
+    return _forwards_replaced(modules, make)
 
 
 def onednn_linears(*models: Any) -> contextlib.AbstractContextManager[int]:
