@@ -64,7 +64,7 @@ def test_packed_linears_packs_the_weights_at_entry():
     # the packed copy is taken on entering: an update inside the context is not seen until re-entry
     layer = nn.Linear(4, 2, bias=False)
     x = torch.ones(1, 4)
-    with torch.no_grad(), packed_linears(layer):
+    with torch.no_grad(), packed_linears(layer, fuse_siblings=False):
         before = layer(x).clone()
         layer.weight.add_(1.0)  # every output grows by sum(x) = 4 once repacked
         assert torch.equal(layer(x), before)
@@ -170,3 +170,21 @@ def test_reserved_cache_refuses_to_overflow(tiny_model):
     cache = reserved_cache(tiny_model.config, capacity=4)
     with pytest.raises(ValueError, match="reserved for 4 positions, asked to hold 5"), torch.no_grad():
         tiny_model(input_ids=torch.ones(1, 5, dtype=torch.long), **{cache_keyword(tiny_model): cache})
+
+
+@needs_onednn
+@pytest.mark.parametrize("onednn", [True, False])
+def test_supervised_loops_follow_the_configs_model_section(onednn):
+    # SFT/RM/DPO read model.onednn, distillation student.onednn (its teacher follows the student)
+    from rlft.loops.supervised import onednn_for
+    from rlft.schema.common import ModelConfig
+    from rlft.schema.distill import DistillConfig
+    from rlft.schema.sft import SFTConfig
+
+    model = ModelConfig(onednn=onednn)
+    for cfg in (SFTConfig(model=model), DistillConfig(student=model)):
+        student, teacher = nn.Linear(4, 4), nn.Linear(4, 4)
+        with onednn_for(cfg, student, teacher) as n:
+            assert n == (2 if onednn else 0)
+            assert ("forward" in student.__dict__) is onednn
+            assert ("forward" in teacher.__dict__) is onednn

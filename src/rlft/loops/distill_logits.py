@@ -36,7 +36,7 @@ from rlft.data.rows import DataError, require_fields
 from rlft.distributed import global_sum, init_distributed
 from rlft.forward import response_logits
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import check_processes, run_supervised_loop
+from rlft.loops.supervised import check_processes, onednn_for, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.ops import gather_logprobs
 from rlft.rollout.assemble import pack_prompt_response
@@ -245,7 +245,8 @@ def train_logit_distill(cfg: DistillConfig) -> dict[str, Any]:
     if not train:
         raise DataError("no training examples left (check data.path, heldout_fraction, max_length)")
     log.info("distill (%s, %s): %d training examples, %d held out", cfg.mode, cfg.loss, len(train), len(held))
-    before = heldout_divergence(m, held, cfg) if held else {}
+    with onednn_for(cfg, m.student, m.teacher):  # as the loop's evaluations run
+        before = heldout_divergence(m, held, cfg) if held else {}
 
     def backward(batch: list[DistillExample], n_items: int) -> dict[str, float]:
         prompts, responses = batch_pairs(m, batch, cfg)
@@ -265,4 +266,5 @@ def train_logit_distill(cfg: DistillConfig) -> dict[str, Any]:
         f"distill-{cfg.mode}",
         cfg.train.prompts_per_step,
         summary_extra={"heldout_before": before},
+        other_models=(m.teacher,),
     )

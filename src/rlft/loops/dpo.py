@@ -26,7 +26,7 @@ from rlft.loops.preference_run import (
     microbatches,
 )
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import filler_chunks, run_supervised_loop
+from rlft.loops.supervised import filler_chunks, onednn_for, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
@@ -51,8 +51,9 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
     # the policy's and the reference's logprobs by the same forward (equal at step 1, to the bit)
     share = cfg.dist.strategy != "fsdp2" or world_size() == 1
-    train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo, share)
-    held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo, share)
+    with onednn_for(cfg, model):  # as the training forwards run
+        train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo, share)
+        held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo, share)
     log.info("dpo: %d training rankings, %d held-out", len(train), len(held))
 
     def backward(batch: list[EncodedRanking], n_rankings: int) -> dict[str, float]:

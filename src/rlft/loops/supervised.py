@@ -44,6 +44,7 @@ from rlft.loops.rl_setup import RunParts, save_final
 from rlft.loops.rl_update import NonFiniteGuard, extra_passes
 from rlft.metrics import RunLogger
 from rlft.models import is_peft
+from rlft.onednn import maybe, onednn_linears
 from rlft.optim import make_optimizer
 from rlft.schema.common import check_step_sizes
 from rlft.sharding import clip_grad_norm, prepare_model
@@ -72,10 +73,13 @@ def run_supervised_loop(
     desc: str,
     items_per_step: int,
     summary_extra: Mapping[str, Any] | None = None,
+    other_models: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train, checkpoint, evaluate, save `output_dir/final`; returns the run summary (also written
-    to summary.json, with `summary_extra` added). Reads cfg.output_dir, seed, resume, log.* and
-    train.{steps, epochs, save_every, keep_checkpoints, eval_every, optim}."""
+    to summary.json, with `summary_extra` added). Reads cfg.output_dir, seed, resume, log.*,
+    train.{steps, epochs, save_every, keep_checkpoints, eval_every, optim} and model.onednn
+    (student.onednn): `backward` and `evaluate` run with the linears of `model` and
+    `other_models` (a frozen teacher) on oneDNN."""
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
@@ -104,7 +108,8 @@ def run_supervised_loop(
                 model.train()
                 optimizer.zero_grad(set_to_none=True)
                 batch = stream.take(items_per_step)  # every rank: the same items; then its share
-                metrics = backward(batch[rank_slice(len(batch), "items per step")], len(batch))
+                with onednn_for(cfg, model, *other_models):
+                    metrics = backward(batch[rank_slice(len(batch), "items per step")], len(batch))
                 sum_gradients([p for p in model.parameters() if p.requires_grad])
                 metrics = reduce_metrics(metrics)
                 clip = cfg.train.optim.max_grad_norm
@@ -120,7 +125,8 @@ def run_supervised_loop(
                 step += 1
                 every = cfg.train.eval_every
                 if heldout and ((every and step % every == 0) or step == steps):
-                    metrics.update({f"eval/{k}": v for k, v in evaluate(heldout).items()})
+                    with onednn_for(cfg, model, *other_models):
+                        metrics.update({f"eval/{k}": v for k, v in evaluate(heldout).items()})
                 stop.requested = any_rank(stop.requested)  # every rank stops after the same step
                 logger.log_metrics(step, metrics)
                 every = cfg.train.save_every
@@ -146,6 +152,13 @@ def run_supervised_loop(
     if is_main():
         (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def onednn_for(cfg: Any, *models: Any):
+    """A context: the models' fp32 CPU linears on oneDNN (rlft.onednn) when the config's model
+    section (`model`, or `student` for distillation) has onednn on; else nothing."""
+    section = getattr(cfg, "model", None) or getattr(cfg, "student", None)
+    return maybe(bool(getattr(section, "onednn", False)), onednn_linears, *models)
 
 
 def check_processes(cfg: Any, items_per_step: int, model: Any = None) -> None:
