@@ -57,13 +57,16 @@ def pack_linear(weight: Tensor, batch_hint: int) -> Tensor:
 
 
 def onednn_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x [..., in] @ weight.T + bias on oneDNN, no autograd; `weight` dense [out, in] or packed."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    """x [..., in] @ weight.T + bias on oneDNN, no autograd; `weight` dense [out, in] (or its
+    transpose as a view of a contiguous [in, out]) or packed. `x` is made contiguous first: on a
+    row-strided slice (the last position of each sequence) oneDNN falls back to a kernel ~100x
+    slower."""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
 class _OneDNNLinear(torch.autograd.Function):
     """y = x W^T + b on oneDNN, and its backward dL/dx = dy W, dL/dW = dy^T x, dL/db = sum dy:
-    on oneDNN with transposed (strided) operands, no copies; on aten when the backward itself is
+    on oneDNN with W and x as transposed views of contiguous matrices; on aten when the backward is
     differentiated (create_graph, TRPO's Fisher-vector product), so second derivatives stay exact."""
 
     @staticmethod
@@ -80,10 +83,14 @@ class _OneDNNLinear(torch.autograd.Function):
         differentiable = torch.is_grad_enabled()  # true only under create_graph
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ weight if differentiable else onednn_matmul(grad_out, weight.detach().t())
+            w_t = weight.detach().contiguous().t()
+            grad_x = grad_out @ weight if differentiable else onednn_matmul(grad_out, w_t)
         if ctx.needs_input_grad[1]:
             x_flat = x.reshape(-1, x.shape[-1])
-            grad_w = flat.t() @ x_flat if differentiable else onednn_matmul(flat.t(), x_flat.detach().t())
+            if differentiable:
+                grad_w = flat.t() @ x_flat
+            else:  # x^T as the weight operand: a transposed view of a contiguous matrix, never strided rows
+                grad_w = onednn_matmul(flat.t(), x_flat.detach().contiguous().t())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = flat.sum(0)
         return grad_x, grad_w, grad_b

@@ -92,6 +92,25 @@ def test_onednn_linears_train_with_the_same_gradients_as_aten():
 
 
 @needs_onednn
+def test_onednn_linears_take_row_strided_inputs():
+    # the LM head on each sequence's last position: x = h[:, -1:, :] has a row stride of T * d.
+    # y = x W^T and dL/dW = dy^T x for L = sum(y * c): the same as aten's (oneDNN takes x
+    # contiguous; fed as strided rows it ran a ~100x slower kernel)
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 40, bias=False)
+    h = torch.randn(3, 7, 16)
+    c = torch.randn(3, 1, 40)
+    grads = []
+    for ctx in (contextlib.nullcontext(), onednn_linears(layer)):
+        layer.zero_grad()
+        with ctx:
+            (layer(h[:, -1:, :]) * c).sum().backward()
+        grads.append(layer.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], c.reshape(3, 40).t() @ h[:, -1, :], rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
 def test_onednn_linears_second_derivatives_equal_atens():
     # TRPO's Fisher-vector product differentiates a gradient: H v for
     # L = sum(tanh(W2 tanh(W1 x)) * c) over both weights; dL/dW1 runs through dL/dh = dy W2, so
