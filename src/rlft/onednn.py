@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -135,15 +136,32 @@ def packed_linears(
     the second forward on, packed then (rlft.onednn_siblings); else all are packed at entry."""
     modules = _qualifying(models)
     if fuse_siblings:
-        from rlft.onednn_siblings import SiblingLinears
-
-        return _forwards_replaced(modules, SiblingLinears(modules, batch_hint).forward_of)
+        return _siblings_context(models, modules, batch_hint)
 
     def make(module: nn.Module) -> Any:
         bias = None if module.bias is None else module.bias.detach()
         return _packed_forward(pack_linear(module.weight, batch_hint), bias)
 
     return _forwards_replaced(modules, make)
+
+
+_LEARNT_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its sibling groups
+
+
+@contextlib.contextmanager
+def _siblings_context(models: tuple[Any, ...], modules: list[nn.Module], batch_hint: int) -> Iterator[int]:
+    from rlft.onednn_siblings import SiblingLinears
+
+    model = models[0] if len(models) == 1 and isinstance(models[0], nn.Module) else None
+    known = _LEARNT_GROUPS.get(model) if model is not None else None
+    if known is not None:  # groups all of whose linears still qualify
+        ids = {id(m) for m in modules}
+        known = [g for g in known if all(id(m) in ids for m in g)]
+    siblings = SiblingLinears(modules, batch_hint, known)
+    with _forwards_replaced(modules, siblings.forward_of) as n:
+        yield n
+    if model is not None and siblings.groups is not None:
+        _LEARNT_GROUPS[model] = siblings.learnt
 
 
 def onednn_linears(*models: Any) -> contextlib.AbstractContextManager[int]:

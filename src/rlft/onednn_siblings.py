@@ -8,7 +8,9 @@ ones (`bench/onednn_linear.py`, rows "fused").
 Which linears are siblings is learnt, not hard-coded per architecture: during the first forward
 every packed linear runs alone and notes which earlier linears read the very tensor it reads
 (same object, same version); linears that read one tensor become a group when any linear is
-called a second time (the next forward). From then on the first member of a group to be called computes
+called a second time (the next forward). Later contexts on the same model start from the groups
+learnt (rlft.onednn.packed_linears keeps them per model), so only the first one packs a grouped
+weight twice. From then on the first member of a group to be called computes
 the stacked product and keeps the others' column blocks, each handed out only for that same input
 tensor (held, so its identity cannot be reused; in-place changes bump its version); any other
 input gets the linear's own product. Results equal the separate products up to float rounding.
@@ -16,6 +18,7 @@ input gets the linear's own product. Results equal the separate products up to f
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -56,21 +59,27 @@ class _Group:
 
 
 class SiblingLinears:
-    """The forwards of a model's packed linears while siblings are learnt and then fused."""
+    """The forwards of a model's packed linears: each on its own packed weight until the sibling
+    groups are known (learnt in the first forward, or `known` from an earlier context on the same
+    model), then each group on its stacked weight."""
 
-    def __init__(self, modules: list[nn.Module], batch_hint: int):
+    def __init__(self, modules: list[nn.Module], batch_hint: int, known: list[list[nn.Module]] | None = None):
         self.batch_hint = batch_hint
         self.modules = modules
-        # the first forward (prefill) runs on the dense weights; packing waits until groups are known
-        self.own = {id(m): (m.weight.detach(), _bias(m)) for m in modules}
         self.versions = [m.weight._version for m in modules]
         self.seen: set[int] = set()
         self.runs: list[list[nn.Module]] = []  # the recorded linears, by the input they read
         self.readers: dict[int, tuple[weakref.ref, int, list[nn.Module]]] = {}  # id(input) -> its run
         self.groups: dict[int, _Group] | None = None
+        self.own: dict[int, tuple[Tensor, Tensor | None]] = {}
+        if known is not None:
+            self.runs = known
+            self._fuse()
+        else:
+            self._pack_own(modules)
 
     def forward_of(self, module: nn.Module) -> Any:
-        return lambda x: self.call(module, x)
+        return functools.partial(self.call, module)
 
     def call(self, module: nn.Module, x: Tensor) -> Tensor:
         key = id(module)
@@ -95,9 +104,12 @@ class SiblingLinears:
             self.runs.append([module])
             self.readers[id(x)] = (weakref.ref(x), x._version, self.runs[-1])
 
+    def _pack_own(self, modules: list[nn.Module]) -> None:
+        self.own.update({id(m): (pack_linear(m.weight, self.batch_hint), _bias(m)) for m in modules})
+
     def _fuse(self) -> None:
-        """Pack each group's stacked weight and each other linear's own (a grouped linear handed
-        another input computes its group's product and keeps its block)."""
+        """Pack each group's stacked weight (a grouped linear handed another input computes its
+        group's product and keeps its block) and each other linear's own, if not packed yet."""
         if [m.weight._version for m in self.modules] != self.versions:
             raise RuntimeError(
                 "a linear's weight changed inside packed_linears: leave and re-enter it after an update"
@@ -107,13 +119,20 @@ class SiblingLinears:
             if len(run) > 1:
                 group = _Group(run, self.batch_hint)
                 self.groups.update({id(m): group for m in run})
-        alone = [m for m in self.modules if id(m) not in self.groups]
-        self.own = {id(m): (pack_linear(m.weight, self.batch_hint), _bias(m)) for m in alone}
+        for key in self.groups:  # drop the own packed copies of grouped linears
+            self.own.pop(key, None)
+        self._pack_own([m for m in self.modules if id(m) not in self.groups and id(m) not in self.own])
         self.runs, self.readers = [], {}
 
     @property
+    def learnt(self) -> list[list[nn.Module]]:
+        """The groups, for a later context on the same model (`known`)."""
+        unique = {id(g): g for g in (self.groups or {}).values()}
+        return [g.members for g in unique.values()]
+
+    @property
     def fused_groups(self) -> int:
-        return len({id(g) for g in (self.groups or {}).values()})
+        return len(self.learnt)
 
 
 def _bias(module: nn.Module) -> Tensor | None:

@@ -93,3 +93,21 @@ def test_packed_decode_of_the_tiny_llama_stacks_qkv_and_gate_up(tiny_model):
     sizes = sorted(len(g.members) for g in {id(g): g for g in siblings.groups.values()}.values())
     assert sizes == [2] * layers + [3] * layers
     torch.testing.assert_close(stacked, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_a_later_context_on_the_same_model_starts_from_the_learnt_groups():
+    # the second generate call needs no learning forward: its very first forward is stacked
+    torch.manual_seed(0)
+    block = _Block()
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        plain = block(x)
+        with packed_linears(block):
+            block(x)
+            block(x)  # groups learnt: (a, b)
+        with packed_linears(block):
+            group = block.a.forward.func.__self__.groups[id(block.a)]  # built at entry
+            assert group.members == [block.a, block.b]
+            first = block(x)
+    for got, want in zip(first, plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

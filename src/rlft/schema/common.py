@@ -18,7 +18,9 @@ class ModelConfig:
     )
     gradient_checkpointing: bool = field(False, "recompute activations in backward to save memory")
     onednn: bool = field(
-        True, "fp32 CPU linear layers on oneDNN (decode on packed weights), not aten's matmul (rlft.onednn)"
+        True,
+        "fp32 CPU linear layers on oneDNN, not aten's matmul: training forward and backward, "
+        "decode on packed weights (rlft.onednn)",
     )
     trust_remote_code: bool = field(False, "allow custom modelling code from the model repo")
     lora_rank: int = field(0, "train LoRA adapters of this rank (PEFT) instead of all weights (0 = off)")
