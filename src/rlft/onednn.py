@@ -84,8 +84,10 @@ class _OneDNNLinear(torch.autograd.Function):
         differentiable = torch.is_grad_enabled()  # true only under create_graph
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            w_t = weight.detach().contiguous().t()
-            grad_x = grad_out @ weight if differentiable else onednn_matmul(grad_out, w_t)
+            if differentiable:
+                grad_x = grad_out @ weight
+            else:  # W^T as the weight operand: a transposed view of a contiguous matrix
+                grad_x = onednn_matmul(grad_out, weight.detach().contiguous().t())
         if ctx.needs_input_grad[1]:
             x_flat = x.reshape(-1, x.shape[-1])
             if differentiable:
@@ -101,10 +103,6 @@ def _onednn_forward(self: nn.Linear, x: Tensor) -> Tensor:
     if x.dtype != torch.float32 or x.device.type != "cpu":
         return nn.functional.linear(x, self.weight, self.bias)
     return _OneDNNLinear.apply(x, self.weight, self.bias)
-
-
-def _packed_forward(packed: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
-    return lambda x: onednn_matmul(x, packed, bias)
 
 
 @contextlib.contextmanager
@@ -128,36 +126,29 @@ def _qualifying(models: tuple[Any, ...]) -> list[nn.Module]:
     return [m for model in models if model is not None for m in model.modules() if _qualifies(m)]
 
 
-def packed_linears(
-    *models: Any, batch_hint: int = 32, fuse_siblings: bool = True
-) -> contextlib.AbstractContextManager[int]:
-    """Inference only, weights fixed inside: qualifying linears run on packed weights; yields how
-    many. `fuse_siblings`: linears that read one input (q/k/v, gate/up) run as one product from
-    the second forward on, packed then (rlft.onednn_siblings); else all are packed at entry."""
-    modules = _qualifying(models)
-    if fuse_siblings:
-        return _siblings_context(models, modules, batch_hint)
-
-    def make(module: nn.Module) -> Any:
-        bias = None if module.bias is None else module.bias.detach()
-        return _packed_forward(pack_linear(module.weight, batch_hint), bias)
-
-    return _forwards_replaced(modules, make)
+def linear_bias(module: nn.Module) -> Tensor | None:
+    """The linear's bias outside autograd, or None."""
+    return None if module.bias is None else module.bias.detach()
 
 
 _LEARNT_GROUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its sibling groups
 
 
 @contextlib.contextmanager
-def _siblings_context(models: tuple[Any, ...], modules: list[nn.Module], batch_hint: int) -> Iterator[int]:
+def packed_linears(*models: Any, batch_hint: int = 32, fuse_siblings: bool = True) -> Iterator[int]:
+    """Inference only, weights fixed inside: qualifying linears run on weights packed at entry;
+    yields how many. `fuse_siblings`: linears that read one input (q/k/v, gate/up) run as one
+    product over their stacked weights once known (rlft.onednn_siblings: learnt in the first
+    forward, kept per model when one model is given)."""
     from rlft.onednn_siblings import SiblingLinears
 
-    model = models[0] if len(models) == 1 and isinstance(models[0], nn.Module) else None
+    modules = _qualifying(models)
+    model = models[0] if fuse_siblings and len(models) == 1 and isinstance(models[0], nn.Module) else None
     known = _LEARNT_GROUPS.get(model) if model is not None else None
     if known is not None:  # groups all of whose linears still qualify
         ids = {id(m) for m in modules}
         known = [g for g in known if all(id(m) in ids for m in g)]
-    siblings = SiblingLinears(modules, batch_hint, known)
+    siblings = SiblingLinears(modules, batch_hint, known if fuse_siblings else [])
     with _forwards_replaced(modules, siblings.forward_of) as n:
         yield n
     if model is not None and siblings.groups is not None:
@@ -167,6 +158,13 @@ def _siblings_context(models: tuple[Any, ...], modules: list[nn.Module], batch_h
 def onednn_linears(*models: Any) -> contextlib.AbstractContextManager[int]:
     """Training and no-grad passes: qualifying linears run on oneDNN (autograd kept); yields how many."""
     return _forwards_replaced(_qualifying(models), lambda m: types.MethodType(_onednn_forward, m))
+
+
+def onednn_for(cfg: Any, *models: Any) -> contextlib.AbstractContextManager[int]:
+    """`onednn_linears(*models)` when the config's model section (`model`, or `student` for
+    distillation) has onednn on; else a context that does nothing."""
+    section = getattr(cfg, "model", None) or getattr(cfg, "student", None)
+    return maybe(bool(getattr(section, "onednn", False)), onednn_linears, *models)
 
 
 def maybe(enabled: bool, context: Callable[..., contextlib.AbstractContextManager[int]], *models: Any):

@@ -3,7 +3,7 @@
 A transformer block reads one input through several linears side by side: attention's q, k and
 v projections, a gated MLP's gate and up projections. At decode ([N <= 64, d] inputs) one product
 with the weights stacked, [N, d] x [d, q+k+v], keeps oneDNN's kernel busier than three narrow
-ones (`bench/onednn_linear.py`, rows "fused").
+ones (`bench/onednn_linear.py`, column "packed+stacked").
 
 Which linears are siblings is learnt, not hard-coded per architecture: during the first forward
 every packed linear runs alone and notes which earlier linears read the very tensor it reads
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rlft.onednn import onednn_matmul, pack_linear
+from rlft.onednn import linear_bias, onednn_matmul, pack_linear
 
 
 class _Group:
@@ -38,7 +38,7 @@ class _Group:
         self.bias = None
         if any(m.bias is not None for m in members):  # a missing bias is a block of zeros
             self.bias = torch.cat(
-                [_bias(m) if m.bias is not None else m.weight.new_zeros(len(m.weight)) for m in members]
+                [linear_bias(m) if m.bias is not None else m.weight.new_zeros(len(m.weight)) for m in members]
             )
         self.members = members
         self.input: Tensor | None = None
@@ -61,7 +61,7 @@ class _Group:
 class SiblingLinears:
     """The forwards of a model's packed linears: each on its own packed weight until the sibling
     groups are known (learnt in the first forward, or `known` from an earlier context on the same
-    model), then each group on its stacked weight."""
+    model; `known=[]`: no groups), then each group on its stacked weight."""
 
     def __init__(self, modules: list[nn.Module], batch_hint: int, known: list[list[nn.Module]] | None = None):
         self.batch_hint = batch_hint
@@ -105,7 +105,7 @@ class SiblingLinears:
             self.readers[id(x)] = (weakref.ref(x), x._version, self.runs[-1])
 
     def _pack_own(self, modules: list[nn.Module]) -> None:
-        self.own.update({id(m): (pack_linear(m.weight, self.batch_hint), _bias(m)) for m in modules})
+        self.own.update({id(m): (pack_linear(m.weight, self.batch_hint), linear_bias(m)) for m in modules})
 
     def _fuse(self) -> None:
         """Pack each group's stacked weight (a grouped linear handed another input computes its
@@ -133,7 +133,3 @@ class SiblingLinears:
     @property
     def fused_groups(self) -> int:
         return len(self.learnt)
-
-
-def _bias(module: nn.Module) -> Tensor | None:
-    return None if module.bias is None else module.bias.detach()

@@ -195,7 +195,7 @@ def test_reserved_cache_refuses_to_overflow(tiny_model):
 @pytest.mark.parametrize("onednn", [True, False])
 def test_supervised_loops_follow_the_configs_model_section(onednn):
     # SFT/RM/DPO read model.onednn, distillation student.onednn (its teacher follows the student)
-    from rlft.loops.supervised import onednn_for
+    from rlft.onednn import onednn_for
     from rlft.schema.common import ModelConfig
     from rlft.schema.distill import DistillConfig
     from rlft.schema.sft import SFTConfig

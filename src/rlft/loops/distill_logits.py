@@ -36,8 +36,9 @@ from rlft.data.rows import DataError, require_fields
 from rlft.distributed import global_sum, init_distributed
 from rlft.forward import response_logits
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import check_processes, onednn_for, run_supervised_loop
+from rlft.loops.supervised import check_processes, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
+from rlft.onednn import onednn_for
 from rlft.ops import gather_logprobs
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.rollout.base import SamplingParams, make_generator

@@ -26,8 +26,9 @@ from rlft.loops.preference_run import (
     microbatches,
 )
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import filler_chunks, onednn_for, run_supervised_loop
+from rlft.loops.supervised import filler_chunks, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
+from rlft.onednn import onednn_for
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
 

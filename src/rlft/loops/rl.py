@@ -30,7 +30,7 @@ from rlft.loops.rl_trpo import trpo_update
 from rlft.loops.rl_update import NonFiniteGuard, update_policy
 from rlft.metrics import RunLogger, read_jsonl_records
 from rlft.models import model_device
-from rlft.onednn import maybe, onednn_linears
+from rlft.onednn import onednn_for
 from rlft.ops import masked_mean, masked_sum
 from rlft.perf import Laps, PhaseTimer, mfu, step_flops
 from rlft.rewards.scoring import RewardTerm
@@ -213,11 +213,11 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     if config.alarms.enabled:
         watch = AlarmWatch(config.alarms, read_jsonl_records(logger.metrics_path))
     metrics: dict[str, float] = {}
+    models = (parts.model, parts.ref_model, parts.critic)
     with GracefulStop() as stop:
         try:
             while state.step < config.train.steps:
-                models = (parts.model, parts.ref_model, parts.critic)
-                with timer("train"), maybe(config.model.onednn, onednn_linears, *models):
+                with timer("train"), onednn_for(config, *models):
                     metrics, batch = rl_step(config, parts, generator, algo, terms, state)
                 state.step += 1
                 _throughput(metrics, peak_flops, state.step)

@@ -44,7 +44,7 @@ from rlft.loops.rl_setup import RunParts, save_final
 from rlft.loops.rl_update import NonFiniteGuard, extra_passes
 from rlft.metrics import RunLogger
 from rlft.models import is_peft
-from rlft.onednn import maybe, onednn_linears
+from rlft.onednn import onednn_for
 from rlft.optim import make_optimizer
 from rlft.schema.common import check_step_sizes
 from rlft.sharding import clip_grad_norm, prepare_model
@@ -152,13 +152,6 @@ def run_supervised_loop(
     if is_main():
         (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
     return results
-
-
-def onednn_for(cfg: Any, *models: Any):
-    """A context: the models' fp32 CPU linears on oneDNN (rlft.onednn) when the config's model
-    section (`model`, or `student` for distillation) has onednn on; else nothing."""
-    section = getattr(cfg, "model", None) or getattr(cfg, "student", None)
-    return maybe(bool(getattr(section, "onednn", False)), onednn_linears, *models)
 
 
 def check_processes(cfg: Any, items_per_step: int, model: Any = None) -> None:
