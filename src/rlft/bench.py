@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -109,6 +110,7 @@ def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | N
         overrides=list(overrides),
         device=str(device),
         peak_device_memory_mib=peak_device_memory_mib(device),
+        huge_page_tensors=os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0"),
     )
     return report
 
@@ -129,6 +131,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"MFU {report['mfu']:.2%} of {report['peak_gflops']:.1f} GFLOP/s (the best engine's peak)",
         f"  peak RSS: {report['peak_rss_mib']:.0f} MiB (self + children)",
     ]
+    if "huge_page_tensors" in report:
+        on = report["huge_page_tensors"]
+        lines.append(f"  tensors >= 2 MB on huge pages (THP_MEM_ALLOC_ENABLE): {'on' if on else 'off'}")
     if report.get("peak_device_memory_mib"):
         lines.append(
             f"  peak {report['device']} memory allocated: {report['peak_device_memory_mib']:.0f} MiB"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from rlft.bench import checkpoints_written, summarize
+from rlft.cli import process_defaults
 from rlft.loops.rl import rollout_flops
 from rlft.perf import Laps, matmul_peak_flops, mfu, step_flops
 
@@ -99,3 +104,33 @@ def test_summarize_one_step_uses_it() -> None:
     rep = summarize([_record(1, 2.0, 4.0, 100.0, 1e12)], 0.0, 0, 1e12, 1.0)
     assert rep["steps_measured"] == 1 and rep["median_s"]["generate"] == 2.0
     assert rep["mfu"] == pytest.approx(0.25)  # 1e12 / 4 s / 1e12
+
+
+HUGE_PAGE_PROBE = (
+    "import re, rlft.cli; rlft.cli.process_defaults(); import torch; "
+    "t = torch.zeros(64 << 20, dtype=torch.uint8); "
+    "print(sum(int(k) for k in re.findall(r'AnonHugePages:\\s+(\\d+) kB', open('/proc/self/smaps').read())))"
+)
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(
+    not THP_MODE.exists() or "[never]" in THP_MODE.read_text(),
+    reason="the kernel has no transparent huge pages",
+)
+def test_cli_process_puts_large_tensors_on_huge_pages() -> None:
+    # c10 madvises allocations >= 2 MB as MADV_HUGEPAGE only when THP_MEM_ALLOC_ENABLE was set
+    # before torch's first allocation: a 64 MiB tensor, once touched, then sits (nearly all) on
+    # 2 MB pages, counted in /proc/self/smaps' AnonHugePages (kB)
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 32 * 1024
+
+
+def test_process_defaults_keep_the_users_setting(monkeypatch) -> None:
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    process_defaults()
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
