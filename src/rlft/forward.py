@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rlft.models import cache_keyword
-from rlft.ops import entropy_from_logits, gather_logprobs, position_ids_from_mask
+from rlft.ops import logprobs_and_entropy, position_ids_from_mask
 
 
 def response_logits(
@@ -54,7 +54,7 @@ def response_logprobs(
     (0 in the outputs there). Same values as the padded pass; the prompt is still run once."""
     if length_buckets <= 1:
         logits = response_logits(model, input_ids, attention_mask, response_len, share_prompt)
-        return _logprobs_and_entropy(logits, input_ids[:, -response_len:], with_entropy)
+        return logprobs_and_entropy(logits, input_ids[:, -response_len:], with_entropy=with_entropy)
     lp = input_ids.shape[1] - response_len
     buckets = length_buckets_of(attention_mask[:, lp:].sum(-1), length_buckets)
     prompt = _PromptPass.maybe(model, input_ids, attention_mask, response_len, share_prompt)
@@ -65,7 +65,7 @@ def response_logprobs(
             logits = prompt.response_logits(model, rows, ids, attention_mask[rows, : lp + t])
         else:
             logits = response_logits(model, ids, attention_mask[rows, : lp + t], t)
-        logprobs, entropy = _logprobs_and_entropy(logits, ids[:, lp:], with_entropy)
+        logprobs, entropy = logprobs_and_entropy(logits, ids[:, lp:], with_entropy=with_entropy)
         parts.append(torch.nn.functional.pad(logprobs, (0, response_len - t)))
         if entropy is not None:
             entropies.append(torch.nn.functional.pad(entropy, (0, response_len - t)))
@@ -81,17 +81,6 @@ def length_buckets_of(lengths: Tensor, buckets: int) -> list[tuple[Tensor, int]]
     order = torch.argsort(lengths, stable=True)
     groups = [g for g in torch.tensor_split(order, min(buckets, len(order))) if len(g)]
     return [(g, max(1, int(lengths[g].max()))) for g in groups]
-
-
-def _logprobs_and_entropy(
-    logits: Tensor, targets: Tensor, with_entropy: bool
-) -> tuple[Tensor, Tensor | None]:
-    logprobs = gather_logprobs(logits, targets)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach())
-    return logprobs, entropy
 
 
 def _shares_prompt(model: Any, input_ids: Tensor, response_len: int, share_prompt: bool) -> Tensor | None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlft.ops import entropy_from_logits, gather_logprobs
+from rlft.ops import gather_logprobs, logprobs_and_entropy
 
 
 def test_hand_computed_two_token_vocab() -> None:
@@ -16,7 +16,9 @@ def test_hand_computed_two_token_vocab() -> None:
     z = torch.tensor([[0.0, math.log(3.0)]])
     assert gather_logprobs(z, torch.tensor([1])).item() == pytest.approx(math.log(0.75), abs=1e-6)
     h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
-    assert entropy_from_logits(z).item() == pytest.approx(h, abs=1e-6)
+    logprob, entropy = logprobs_and_entropy(z, torch.tensor([1]))
+    assert logprob.item() == pytest.approx(math.log(0.75), abs=1e-6)
+    assert entropy.item() == pytest.approx(h, abs=1e-6)
 
 
 def _random_logits(seed: int) -> torch.Tensor:
@@ -47,9 +49,24 @@ def test_chunked_equals_naive_values_and_gradients(chunk_rows: int) -> None:
 @pytest.mark.parametrize("chunk_rows", [1, 6, 1000])
 def test_chunked_entropy_equals_naive(chunk_rows: int) -> None:
     logits = torch.randn(4, 9, 30, generator=torch.Generator().manual_seed(3)) * 3
+    logits[1, 2, :7] = -float("inf")  # masked tokens: no mass, no nan
+    targets = torch.randint(7, 30, (4, 9), generator=torch.Generator().manual_seed(5))
     logp = torch.log_softmax(logits, dim=-1)
-    naive = -(logp.exp() * logp).sum(-1)
-    torch.testing.assert_close(entropy_from_logits(logits, chunk_rows), naive, rtol=0, atol=1e-5)
+    naive = -torch.where(logp.isfinite(), logp.exp() * logp, 0.0).sum(-1)
+    logprobs, entropy = logprobs_and_entropy(logits, targets, chunk_rows)
+    torch.testing.assert_close(entropy, naive, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logprobs, logp.gather(-1, targets[..., None]).squeeze(-1), rtol=0, atol=1e-5)
+
+
+def test_entropy_carries_no_gradient_and_logprobs_keep_theirs() -> None:
+    logits = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    targets = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    logprobs, entropy = logprobs_and_entropy(logits, targets, chunk_rows=4)
+    assert not entropy.requires_grad
+    (logprobs.sum() + entropy.sum()).backward()  # the entropy adds nothing to the gradient
+    naive_in = logits.detach().clone().requires_grad_(True)
+    torch.log_softmax(naive_in, -1).gather(-1, targets[..., None]).sum().backward()
+    torch.testing.assert_close(logits.grad, naive_in.grad, rtol=0, atol=1e-6)
 
 
 def test_low_precision_logits_give_fp32_logprobs() -> None:
@@ -64,4 +81,5 @@ def test_low_precision_logits_give_fp32_logprobs() -> None:
 def test_empty_batch_gives_empty_results() -> None:
     logits = torch.zeros(0, 5, 11)
     assert gather_logprobs(logits, torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5)
-    assert entropy_from_logits(logits).shape == (0, 5)
+    logprobs, entropy = logprobs_and_entropy(logits, torch.zeros(0, 5, dtype=torch.long))
+    assert logprobs.shape == entropy.shape == (0, 5)
