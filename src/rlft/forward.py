@@ -10,31 +10,66 @@ from torch import Tensor
 from rlft.models import cache_keyword
 from rlft.ops import logprobs_and_entropy, position_ids_from_mask
 
+# causal LMs whose logits are exactly lm_head(final hidden state): no scaling or soft-capping
+PLAIN_HEAD_MODELS = frozenset(
+    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+)
+
+
+class _Readout:
+    """Runs a causal LM and returns its features at kept positions: the final hidden states when
+    the model is a plain-head one (and not sharded: FSDP2 gathers parameters in the root's
+    forward), so that the LM head runs on real tokens only; else the logits."""
+
+    def __init__(self, model: Any):
+        from rlft.sharding import is_sharded
+
+        plain = type(model).__name__ in PLAIN_HEAD_MODELS and not is_sharded(model)
+        self.model, self.body = model, model.model if plain else model
+        self.head = model.lm_head if plain else None
+
+    def __call__(self, keep: int | Tensor, cache: Any = None, **inputs: Any) -> Tensor:
+        """Features [b, k, F] at positions `keep` (a tensor) or the last `keep` (0: all); a
+        `cache` is filled in place."""
+        if cache is not None:
+            inputs = {**inputs, "use_cache": True, cache_keyword(self.body): cache}
+        if self.head is None:
+            return self.body(**inputs, logits_to_keep=keep).logits
+        hidden = self.body(**inputs).last_hidden_state
+        return hidden[:, keep] if isinstance(keep, Tensor) else hidden[:, -keep:]
+
+    def logits(self, features: Tensor) -> Tensor:
+        return features if self.head is None else self.head(features)
+
 
 def response_logits(
     model: Any, input_ids: Tensor, attention_mask: Tensor, response_len: int, share_prompt: bool = False
 ) -> Tensor:
     """Logits [B, T, V] at the positions that predict the last T tokens of input_ids [B, L].
 
-    Only those T positions go through the LM head (logits_to_keep as positions), so [B, L, V] is
-    never built.
+    Only those T positions go through the LM head, so [B, L, V] is never built.
     Positions are counted over real tokens (left padding safe). With `share_prompt`, rows with
     identical prompt tokens run their prompt once and share its KV cache: the same maths, with
     gradients flowing into the shared pass.
     """
-    inverse = _shares_prompt(model, input_ids, response_len, share_prompt)
-    if inverse is not None:
-        return _shared_prompt_logits(model, input_ids, attention_mask, response_len, inverse)
+    readout = _Readout(model)
+    return readout.logits(_features(readout, input_ids, attention_mask, response_len, share_prompt))
+
+
+def _features(
+    readout: _Readout, input_ids: Tensor, attention_mask: Tensor, response_len: int, share_prompt: bool
+) -> Tensor:
+    prompt = _PromptPass.maybe(readout, input_ids, attention_mask, response_len, share_prompt)
+    if prompt is not None:
+        return prompt.response_features(readout, torch.arange(len(input_ids)), input_ids, attention_mask)
     length = input_ids.shape[1]  # position j predicts token j + 1: keep L-T-1 .. L-2
-    keep = torch.arange(length - response_len - 1, length - 1, device=input_ids.device)
-    out = model(
+    return readout(
+        torch.arange(length - response_len - 1, length - 1, device=input_ids.device),
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
-        logits_to_keep=keep,
         use_cache=False,
     )
-    return out.logits  # [B, T, V], contiguous (a slice would make reshapes copy it)
 
 
 def response_logprobs(
@@ -47,39 +82,52 @@ def response_logprobs(
     length_buckets: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     """Logprobs [B, T] of the last T tokens of input_ids [B, L] given everything before them
-    (and their entropy [B, T] under no_grad when asked); see `response_logits`.
+    (and their entropy [B, T], no gradient, when asked); see `response_logits`. 0 at padding.
 
-    With `length_buckets` > 1 the rows (responses right-padded) are sorted by response length and
-    run in that many groups, each cut to its longest response: the padded tail is never computed
-    (0 in the outputs there). Same values as the padded pass; the prompt is still run once."""
-    if length_buckets <= 1:
-        logits = response_logits(model, input_ids, attention_mask, response_len, share_prompt)
-        return logprobs_and_entropy(logits, input_ids[:, -response_len:], with_entropy=with_entropy)
+    The rows (responses right-padded) are sorted by response length and run in `length_buckets`
+    groups, each cut to its longest response: the padded tail is never computed. For a
+    plain-head model (`PLAIN_HEAD_MODELS`) only real response tokens reach the LM head and the
+    log-softmax. Same values as one padded pass; the prompt is still run once."""
+    readout = _Readout(model)
     lp = input_ids.shape[1] - response_len
-    buckets = length_buckets_of(attention_mask[:, lp:].sum(-1), length_buckets)
-    prompt = _PromptPass.maybe(model, input_ids, attention_mask, response_len, share_prompt)
-    parts, entropies, order = [], [], []
-    for rows, t in buckets:
-        ids = input_ids[rows, : lp + t]
+    real = attention_mask[:, lp:].bool()
+    prompt = _PromptPass.maybe(readout, input_ids, attention_mask, response_len, share_prompt)
+    where, features, targets = [], [], []
+    for rows, t in length_buckets_of(real.sum(-1), length_buckets):
+        ids, mask = input_ids[rows, : lp + t], attention_mask[rows, : lp + t]
         if prompt is not None:
-            logits = prompt.response_logits(model, rows, ids, attention_mask[rows, : lp + t])
+            f = prompt.response_features(readout, rows, ids, mask)
         else:
-            logits = response_logits(model, ids, attention_mask[rows, : lp + t], t)
-        logprobs, entropy = logprobs_and_entropy(logits, ids[:, lp:], with_entropy=with_entropy)
-        parts.append(torch.nn.functional.pad(logprobs, (0, response_len - t)))
-        if entropy is not None:
-            entropies.append(torch.nn.functional.pad(entropy, (0, response_len - t)))
-        order.append(rows)
-    restore = torch.argsort(torch.cat(order))  # bucket order -> row order
-    entropy = torch.cat(entropies)[restore] if with_entropy else None
-    return torch.cat(parts)[restore], entropy
+            f = _features(readout, ids, mask, t, share_prompt=False)
+        keep = real[rows, :t]
+        r, c = keep.nonzero(as_tuple=True)
+        where.append((rows[r], c))
+        features.append(f[r, c])
+        targets.append(ids[r, lp + c])
+    rows, cols = (torch.cat(x) for x in zip(*where, strict=True)) if where else (real.nonzero(as_tuple=True))
+    parts = [
+        logprobs_and_entropy(readout.logits(f), t, with_entropy=with_entropy)
+        for f, t in zip(features, targets, strict=True)
+    ]
+    shape = real.shape
+    logprobs = _scatter(shape, rows, cols, [p[0] for p in parts])
+    entropy = _scatter(shape, rows, cols, [p[1] for p in parts]) if with_entropy else None
+    return logprobs, entropy
+
+
+def _scatter(shape: torch.Size, rows: Tensor, cols: Tensor, values: list[Tensor]) -> Tensor:
+    """[B, T] zeros with `values` (concatenated) at (rows, cols): differentiable in the values."""
+    flat = torch.cat(values) if values else torch.zeros(0, device=rows.device)
+    return torch.zeros(shape, device=rows.device, dtype=flat.dtype).index_put((rows, cols), flat)
 
 
 def length_buckets_of(lengths: Tensor, buckets: int) -> list[tuple[Tensor, int]]:
     """Rows sorted by length [B] and split into `buckets` groups of near-equal size:
     [(row indices, longest length in the group)]; empty groups dropped, lengths at least 1."""
+    if len(lengths) == 0:
+        return []
     order = torch.argsort(lengths, stable=True)
-    groups = [g for g in torch.tensor_split(order, min(buckets, len(order))) if len(g)]
+    groups = [g for g in torch.tensor_split(order, min(max(buckets, 1), len(order))) if len(g)]
     return [(g, max(1, int(lengths[g].max()))) for g in groups]
 
 
@@ -98,20 +146,11 @@ def _shares_prompt(model: Any, input_ids: Tensor, response_len: int, share_promp
     return inverse if len(distinct) < len(prompts) else None
 
 
-def _shared_prompt_logits(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, t: int, inverse: Tensor
-) -> Tensor:
-    """Logits [B, T, V] predicting the response tokens, running each distinct prompt once;
-    inverse [B] maps each row to its distinct prompt."""
-    prompt = _PromptPass(model, input_ids, attention_mask, t, inverse)
-    return prompt.response_logits(model, torch.arange(len(input_ids)), input_ids, attention_mask)
-
-
 class _PromptPass:
     """Each distinct prompt of a batch run once (with grad when enabled); any subset of the rows
     then runs its responses on those prompts' KV cache."""
 
-    def __init__(self, model: Any, input_ids: Tensor, attention_mask: Tensor, t: int, inverse: Tensor):
+    def __init__(self, readout: _Readout, input_ids: Tensor, attention_mask: Tensor, t: int, inverse: Tensor):
         from transformers import DynamicCache
 
         b, self.lp = input_ids.shape[0], input_ids.shape[1] - t
@@ -119,47 +158,48 @@ class _PromptPass:
         first = torch.full((int(inverse.max()) + 1,), b, device=input_ids.device)
         first = first.scatter_reduce(0, inverse, rows, "amin")  # one row per distinct prompt
         prompt_mask = attention_mask[first, : self.lp]
-        self.cache = DynamicCache(config=model.config)
-        out = model(
+        self.cache = DynamicCache(config=readout.model.config)
+        self.first = readout(  # [P, 1, F]: each prompt's last position predicts response token 0
+            1,
+            self.cache,
             input_ids=input_ids[first, : self.lp],
             attention_mask=prompt_mask,
             position_ids=position_ids_from_mask(prompt_mask),
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_keyword(model): self.cache},
         )
-        self.inverse, self.logits = inverse, out.logits
+        self.inverse = inverse
         self.prompt_len = prompt_mask.sum(-1)  # real tokens per distinct prompt
 
     @classmethod
     def maybe(
-        cls, model: Any, input_ids: Tensor, attention_mask: Tensor, t: int, share: bool
+        cls, readout: _Readout, input_ids: Tensor, attention_mask: Tensor, t: int, share: bool
     ) -> _PromptPass | None:
-        inverse = _shares_prompt(model, input_ids, t, share)
-        return None if inverse is None else cls(model, input_ids, attention_mask, t, inverse)
+        inverse = _shares_prompt(readout.model, input_ids, t, share)
+        return None if inverse is None else cls(readout, input_ids, attention_mask, t, inverse)
 
-    def response_logits(self, model: Any, rows: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Logits [b, t, V] for `rows` of the batch, whose input_ids/attention_mask [b, lp + t] are
-        given (responses cut to any length t >= 1)."""
+    def response_features(
+        self, readout: _Readout, rows: Tensor, input_ids: Tensor, attention_mask: Tensor
+    ) -> Tensor:
+        """Features [b, t, F] predicting the response tokens of `rows` of the batch, whose
+        input_ids/attention_mask [b, lp + t] are given (responses cut to any length t >= 1)."""
         from transformers import DynamicCache
 
         which = self.inverse[rows]
-        first_logits = self.logits[which]  # [b, 1, V]: the last prompt position predicts token 0
+        first = self.first[which]
         t = input_ids.shape[1] - self.lp
         if t == 1:
-            return first_logits
-        cache = DynamicCache(config=model.config)
+            return first
+        cache = DynamicCache(config=readout.model.config)
         for i, layer in enumerate(self.cache.layers):  # each row gets its prompt's keys/values
             cache.update(layer.keys[which], layer.values[which], i)
         positions = self.prompt_len[which][:, None] + torch.arange(t - 1, device=input_ids.device)[None, :]
-        rest = model(
+        rest = readout(
+            0,
+            cache,
             input_ids=input_ids[:, self.lp : self.lp + t - 1],
             attention_mask=attention_mask[:, : self.lp + t - 1],
             position_ids=positions,
-            use_cache=True,
-            **{cache_keyword(model): cache},
         )
-        return torch.cat([first_logits, rest.logits], dim=1)
+        return torch.cat([first, rest], dim=1)
 
 
 @torch.no_grad()

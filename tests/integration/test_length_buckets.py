@@ -53,8 +53,33 @@ def test_bucketed_logprobs_and_grads_equal_padded(tiny_model, tiny_tok, share_pr
     cut, cut_entropy, cut_grads = run(3)
     torch.testing.assert_close(cut[real], padded[real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cut_entropy[real], padded_entropy[real], rtol=1e-5, atol=1e-5)
-    # buckets of 3 groups: rows {2, 1} cut to 2 positions, {4, 3} to 5: the rest is never computed
-    assert (cut[[2, 1], 2:] == 0).all() and (cut[[4, 3], 5:] == 0).all()
-    assert (cut[[2, 1], :2] != 0).all() and (cut[[4, 3], :5] != 0).all()
+    # 3 buckets: rows {2, 1} cut to 2 positions, {4, 3} to 5, the rest never computed; and only
+    # real response tokens reach the LM head: 0 at every padded position, bucketed or not
+    for out in (cut, padded, cut_entropy, padded_entropy):
+        assert (out[~real] == 0).all() and (out[real] != 0).all()
     for a, b in zip(cut_grads, padded_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_head_on_real_tokens_equals_the_models_own_logits(tiny_model, tiny_tok, share_prompt, monkeypatch):
+    # a plain-head model (Llama) runs its backbone and its LM head on real tokens only; any other
+    # model returns logits from its own forward (logits_to_keep): the same logprobs and gradients
+    import rlft.forward
+
+    ids, mask, t = _batch(len(tiny_tok))
+    real = mask[:, -t:].bool()
+    weights = torch.randn(real.shape, generator=torch.Generator().manual_seed(2))
+    assert type(tiny_model).__name__ in rlft.forward.PLAIN_HEAD_MODELS
+    results = []
+    for plain in (rlft.forward.PLAIN_HEAD_MODELS, frozenset()):
+        monkeypatch.setattr(rlft.forward, "PLAIN_HEAD_MODELS", plain)
+        tiny_model.zero_grad()
+        logprobs, entropy = response_logprobs(tiny_model, ids, mask, t, True, share_prompt, 2)
+        (logprobs * weights).sum().backward()
+        results.append((logprobs.detach(), entropy, [p.grad.clone() for p in tiny_model.parameters()]))
+    (split, split_entropy, split_grads), (whole, whole_entropy, whole_grads) = results
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(split_entropy, whole_entropy, rtol=1e-5, atol=1e-5)
+    for a, b in zip(split_grads, whole_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
