@@ -1,5 +1,6 @@
 """`rlft bench`: run N RL steps of a config and report, per phase, median seconds; generated
-tokens/s; whole-step model-FLOPs utilisation against a matmul peak measured at start; peak RSS.
+tokens/s; whole-step model-FLOPs utilisation against a matmul peak measured before and after the
+run (the higher); peak RSS.
 
 Step 1 is a warm-up (allocator, first-call overheads) and is left out of the medians when N > 1.
 Model FLOPs follow `rlft.perf.step_flops` (2 N per token and no-grad pass, generation included;
@@ -18,6 +19,7 @@ from typing import Any
 
 from rlft.perf import matmul_peak_flops, mfu, peak_device_memory_mib, peak_rss_mib
 
+PEAK_REPEATS = 10  # matmuls per peak measurement, taken before and after the run
 PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer", "sync")
 
 
@@ -64,10 +66,17 @@ def matmul_peaks(size: int, dtype: Any, device: Any) -> dict[str, float]:
 
     from rlft.onednn import onednn_linear_available
 
-    peaks = {"aten": matmul_peak_flops(size, dtype=dtype, device=device)}
+    peaks = {"aten": matmul_peak_flops(size, PEAK_REPEATS, dtype, device)}
     if device.type == "cpu" and dtype == torch.float32 and onednn_linear_available():
-        peaks["onednn"] = matmul_peak_flops(size, dtype=dtype, device=device, engine="onednn")
+        peaks["onednn"] = matmul_peak_flops(size, PEAK_REPEATS, dtype, device, engine="onednn")
     return peaks
+
+
+def _print_peaks(what: str, peaks: dict[str, float], size: int) -> None:
+    print(
+        f"[rlft bench] {what}: {max(peaks.values()) / 1e9:.1f} GFLOP/s (best of {PEAK_REPEATS} "
+        f"{size}^3 matmuls; " + ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in peaks.items()) + ")"
+    )
 
 
 def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | None = None) -> dict[str, Any]:
@@ -90,22 +99,25 @@ def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | N
         )
         device = resolve_device(cfg.model.device)
         size = 8192 if device.type == "cuda" else 2048  # big enough to fill the device
-        peaks = matmul_peaks(size, getattr(torch, cfg.model.dtype), device)
-        peak = max(peaks.values())
-        print(
-            f"[rlft bench] {cfg.model.dtype} matmul peak on {device}: {peak / 1e9:.1f} GFLOP/s "
-            f"(best of 5 {size}^3 matmuls; "
-            + ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in peaks.items())
-            + ")"
-        )
-        result = train_rl(cfg, peak_flops=peak)
+        dtype = getattr(torch, cfg.model.dtype)
+        before = matmul_peaks(size, dtype, device)
+        _print_peaks(f"{cfg.model.dtype} matmul peak on {device} before the run", before, size)
+        result = train_rl(cfg, peak_flops=max(before.values()))  # its step lines use this one
         records = read_jsonl_records(out / "metrics.jsonl")
+    # measured again after the run, the best of both: a neighbour's burst during one measurement
+    # would understate the peak, and so overstate MFU
+    after = matmul_peaks(size, dtype, device)
+    _print_peaks("matmul peak after the run", after, size)
+    peaks = {name: max(before[name], after[name]) for name in before}
+    peak = max(peaks.values())
     ckpt_s = result.get("phase_seconds", {}).get("checkpoint", 0.0)  # absent if stopped early
     report = summarize(
         records, ckpt_s, checkpoints_written(steps, cfg.train.save_every), peak, peak_rss_mib()
     )
     report.update(
         peak_gflops_by_engine={name: flops / 1e9 for name, flops in peaks.items()},
+        peak_gflops_before_run=max(before.values()) / 1e9,  # what the per-step MFU lines used
+        peak_gflops_after_run=max(after.values()) / 1e9,
         config=config,
         overrides=list(overrides),
         device=str(device),
