@@ -53,15 +53,24 @@ def response_logits(
     gradients flowing into the shared pass.
     """
     readout = _Readout(model)
-    return readout.logits(_features(readout, input_ids, attention_mask, response_len, share_prompt))
+    prompt = _PromptPass.maybe(readout, input_ids, attention_mask, response_len, share_prompt)
+    rows = torch.arange(len(input_ids), device=input_ids.device)
+    return readout.logits(_features(readout, prompt, rows, input_ids, attention_mask, response_len))
 
 
 def _features(
-    readout: _Readout, input_ids: Tensor, attention_mask: Tensor, response_len: int, share_prompt: bool
+    readout: _Readout,
+    prompt: _PromptPass | None,
+    rows: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    response_len: int,
 ) -> Tensor:
-    prompt = _PromptPass.maybe(readout, input_ids, attention_mask, response_len, share_prompt)
+    """Features [b, T, F] predicting the last T tokens of `rows` of the batch (their input_ids /
+    attention_mask [b, L] given): on the shared prompts' KV cache when there is a prompt pass,
+    else in one pass over the whole rows."""
     if prompt is not None:
-        return prompt.response_features(readout, torch.arange(len(input_ids)), input_ids, attention_mask)
+        return prompt.response_features(readout, rows, input_ids, attention_mask)
     length = input_ids.shape[1]  # position j predicts token j + 1: keep L-T-1 .. L-2
     return readout(
         torch.arange(length - response_len - 1, length - 1, device=input_ids.device),
@@ -95,10 +104,7 @@ def response_logprobs(
     where, features, targets = [], [], []
     for rows, t in length_buckets_of(real.sum(-1), length_buckets):
         ids, mask = input_ids[rows, : lp + t], attention_mask[rows, : lp + t]
-        if prompt is not None:
-            f = prompt.response_features(readout, rows, ids, mask)
-        else:
-            f = _features(readout, ids, mask, t, share_prompt=False)
+        f = _features(readout, prompt, rows, ids, mask, t)
         keep = real[rows, :t]
         r, c = keep.nonzero(as_tuple=True)
         where.append((rows[r], c))

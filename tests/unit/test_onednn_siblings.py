@@ -33,6 +33,12 @@ def _assert_same_outputs(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
+def _seeded_block():
+    """A _Block and an input [3, 4], the same in every test."""
+    torch.manual_seed(0)
+    return _Block(), torch.randn(3, 4)
+
+
 def _fused(model):
     modules = _qualifying((model,))
     siblings = SiblingLinears(modules, batch_hint=4)
@@ -40,9 +46,7 @@ def _fused(model):
 
 
 def test_siblings_are_learnt_from_the_first_forward_and_stacked_from_the_second():
-    torch.manual_seed(0)
-    block = _Block()
-    x = torch.randn(3, 4)
+    block, x = _seeded_block()
     with torch.no_grad():
         plain = block(x)
         siblings, ctx = _fused(block)
@@ -57,9 +61,7 @@ def test_siblings_are_learnt_from_the_first_forward_and_stacked_from_the_second(
 
 def test_a_stacked_block_is_handed_out_only_for_the_same_unchanged_input():
     # b(x) after x.mul_(2) must be x_new W_b^T = 2 (x W_b^T), not the block computed before
-    torch.manual_seed(0)
-    block = _Block()
-    x = torch.randn(3, 4)
+    block, x = _seeded_block()
     with torch.no_grad():
         siblings, ctx = _fused(block)
         with ctx:
@@ -102,9 +104,7 @@ def test_packed_decode_of_the_tiny_llama_stacks_qkv_and_gate_up(tiny_model):
 
 def test_a_later_context_on_the_same_model_starts_from_the_learnt_groups():
     # the second generate call needs no learning forward: its very first forward is stacked
-    torch.manual_seed(0)
-    block = _Block()
-    x = torch.randn(3, 4)
+    block, x = _seeded_block()
     with torch.no_grad():
         plain = block(x)
         with packed_linears(block):
