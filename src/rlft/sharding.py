@@ -32,13 +32,14 @@ def is_sharded(model: Any) -> bool:
 
 
 def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn.Module:
-    """The model ready for `strategy` (in place). Trained parameters are first copied from rank 0
-    (a freshly initialised head or adapter starts equal everywhere). ddp: nothing more; fsdp2: each
+    """The model ready for `strategy` (in place; a sharded model is returned as is). Trained
+    parameters are first copied from rank 0 (a freshly initialised head or adapter starts equal
+    everywhere). ddp: nothing more; fsdp2: each
     decoder layer, then the whole model, sharded over all ranks, gradients summed (not averaged)
     because the loops already divide the loss by global counts."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy 'dist.strategy={strategy}' ({', '.join(STRATEGIES)})")
-    if world_size() == 1:
+    if world_size() == 1 or is_sharded(model):  # already prepared: a loop may shard before the shell
         return model
     if trainable:  # a frozen model (the reference, a teacher) is loaded from the same files everywhere
         broadcast_parameters(model)
@@ -122,6 +123,16 @@ def full_parameters(model: Any) -> Iterator[None]:
         model.set_reshard_after_forward(True)  # layers: free after each forward (FSDP2's default)
         model.set_reshard_after_forward(False, recurse=False)  # the root keeps its default
         for u in units:
+            u.reshard()
+
+
+def reshard(model: Any) -> None:
+    """Free the gathered parameters of every fsdp2 unit (a no-op unsharded). Needed after no-grad
+    forwards that an optimizer step follows: they leave the root unit gathered (its default keeps
+    them for the backward), the step updates only the shards, and the next forward would read the
+    stale gathered copy."""
+    if is_sharded(model):
+        for u in _fsdp_units(model):
             u.reshard()
 
 

@@ -12,6 +12,7 @@ from rlft.algorithms.preference import (
     bradley_terry_nll,
     centering_penalty,
     dpo_loss,
+    pair_accuracy,
     pair_calibration_error,
     pair_tensors,
     plackett_luce_nll,
@@ -284,7 +285,13 @@ def test_dpo_at_reference_is_log2_whatever_beta():
         loss, metrics = dpo_loss(logps, logps - 1, logps, logps - 1, beta=beta)
         # h = 0 -> -log sigmoid(0) = log 2 = 0.6931472
         assert torch.allclose(loss, torch.full((2,), math.log(2)), atol=1e-7)
-        assert metrics["rewards/accuracy"].tolist() == [0.0, 0.0]  # h = 0 is not counted as correct
+        assert metrics["rewards/accuracy"].tolist() == [0.5, 0.5]  # h = 0: a tie counts half
+
+
+def test_pair_accuracy_counts_ties_half():
+    # margins 2, -1e-9, 0, 0 -> 1, 0, 1/2, 1/2; mean 0.5
+    acc = pair_accuracy(torch.tensor([2.0, -1e-9, 0.0, -0.0]))
+    assert acc.tolist() == [1.0, 0.0, 0.5, 0.5]
 
 
 def test_dpo_metrics_are_beta_times_log_ratios():

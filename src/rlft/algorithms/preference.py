@@ -63,6 +63,13 @@ def centering_penalty(scores: Tensor, group_ids: Tensor) -> Tensor:
     return (means**2).mean()
 
 
+def pair_accuracy(margins: Tensor) -> Tensor:
+    """Per pair: 1 where the better response scores higher (margin > 0), 0 where lower, 1/2 for an
+    exact tie. A tie is no evidence either way (e.g. a DPO policy equal to its reference at step
+    1), so it counts half instead of being decided by which side float noise falls on."""
+    return (margins > 0).float() + 0.5 * (margins == 0).float()
+
+
 def pair_calibration_error(prob_better: Tensor, bins: int = 10) -> float:
     """Expected calibration error of the predicted P(better beats worse) over pairs. Each pair is
     counted both ways ((p, outcome 1) and (1-p, outcome 0)), so the reliability diagram is symmetric:
@@ -93,7 +100,8 @@ def dpo_loss(
     dpo: -log sigma(beta h) (Rafailov et al. 2023, eq. 7); with label smoothing e (conservative
     DPO): -(1-e) log sigma(beta h) - e log sigma(-beta h).
     ipo: (h - 1 / (2 beta))^2 (Azar et al. 2023, eq. 17, beta = tau).
-    Metrics: implicit rewards beta * log-ratio of each side, and their accuracy.
+    Metrics: implicit rewards beta * log-ratio of each side, and their accuracy (ties count half:
+    pair_accuracy).
     """
     chosen_ratio = chosen_logps - ref_chosen_logps
     rejected_ratio = rejected_logps - ref_rejected_logps
@@ -107,7 +115,7 @@ def dpo_loss(
     metrics = {
         "rewards/chosen": beta * chosen_ratio.detach(),
         "rewards/rejected": beta * rejected_ratio.detach(),
-        "rewards/accuracy": (h.detach() > 0).float(),
+        "rewards/accuracy": pair_accuracy(h.detach()),
         "rewards/margin": beta * h.detach(),
     }
     return loss, metrics

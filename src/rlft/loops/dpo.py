@@ -2,8 +2,10 @@
 (every ordered pair of a ranking, each ranking weighing 1 / its pair count).
 
 The reference is the initial policy: its sequence logprobs are computed once, before training
-(and before a resume loads later weights), so no second model stays in memory. With several
-processes every rank computes them for all rankings, on the whole model (before fsdp2 shards it).
+(and before a resume loads later weights), so no second model stays in memory. They come from
+the very forward the policy's logprobs take in training (after fsdp2 has sharded the model, in
+the same oneDNN context), so at step 1 the implicit rewards are exactly 0. With several processes
+every rank computes them for all rankings (the same number of passes on every rank).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from rlft.algorithms.preference import dpo_loss, pair_tensors
 from rlft.data.preferences import ranked_pairs
-from rlft.distributed import init_distributed, sum_over_ranks, world_size
+from rlft.distributed import init_distributed, sum_over_ranks
 from rlft.forward import response_logprobs
 from rlft.loops.preference_run import (
     EncodedRanking,
@@ -26,11 +28,12 @@ from rlft.loops.preference_run import (
     microbatches,
 )
 from rlft.loops.rl_setup import seed_everything
-from rlft.loops.supervised import filler_chunks, run_supervised_loop
+from rlft.loops.supervised import check_processes, filler_chunks, run_supervised_loop
 from rlft.models import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.onednn import onednn_for
 from rlft.rollout.assemble import pack_prompt_response
 from rlft.schema.preference import DPOConfig, DPOLossConfig
+from rlft.sharding import is_sharded, prepare_model, reshard
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,9 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
     train_rows, held_rows = load_split(cfg.data)
     mb = cfg.train.microbatch_size
     init_distributed(cfg.dist.backend, cfg.dist.timeout_s)
-    # the policy's and the reference's logprobs by the same forward (equal at step 1, to the bit)
-    share = cfg.dist.strategy != "fsdp2" or world_size() == 1
+    check_processes(cfg, cfg.train.rankings_per_step, model)
+    model = prepare_model(model, cfg.dist.strategy)  # before the reference: the training forward
+    share = not is_sharded(model)  # fsdp2: the pass count may not depend on the rank's prompts
     with onednn_for(cfg, model):  # as the training forwards run
         train = with_reference(model, tok, encode_rankings(tok, train_rows, cfg.data), mb, cfg.dpo, share)
         held = with_reference(model, tok, encode_rankings(tok, held_rows, cfg.data), mb, cfg.dpo, share)
@@ -128,6 +132,7 @@ def with_reference(
             out.append(dataclasses.replace(r, ref_logps=tuple(logps[:k])))
             logps = logps[k:]
     model.train(was_training)
+    reshard(model)  # fsdp2: the first optimizer step must not leave a stale gathered root behind
     return out
 
 

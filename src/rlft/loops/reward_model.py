@@ -14,6 +14,7 @@ import torch
 from rlft.algorithms.preference import (
     bradley_terry_nll,
     centering_penalty,
+    pair_accuracy,
     pair_calibration_error,
     pair_tensors,
     plackett_luce_nll,
@@ -116,7 +117,7 @@ def _add_pair_counts(totals: dict[str, float], scores: torch.Tensor, chunk: Sequ
     levels = [r.ranked.levels for r in chunk]
     better, worse, _ = pair_tensors(levels, [ranked_pairs(lv) for lv in levels])
     diff = scores[better] - scores[worse]
-    totals["correct"] += float((diff > 0).float().sum() + 0.5 * (diff == 0).float().sum())
+    totals["correct"] += float(pair_accuracy(diff).sum())
     totals["pairs"] += len(diff)
     totals["reward_sum"] += float(scores.sum())
     totals["responses"] += len(scores)
@@ -140,7 +141,7 @@ def heldout_metrics(
     model.train(was_training)
     diff, scores = torch.cat(diffs).cpu(), torch.cat(all_scores).cpu()
     return {
-        "pair_accuracy": float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean()),
+        "pair_accuracy": float(pair_accuracy(diff).mean()),
         "bt_loss": float(torch.nn.functional.softplus(-diff).mean()),
         "calibration_error": pair_calibration_error(torch.sigmoid(diff)),
         "reward_mean": float(scores.mean()),
