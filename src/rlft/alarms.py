@@ -170,6 +170,29 @@ def _ratio_message(
     return f"{key} {verb}: {r[0]:.4g} -> {r[1]:.4g} (x{r[2]:.2f}, first vs last {cfg.window} steps)"
 
 
+def reward_failures(h: MetricHistory) -> dict[str, tuple[str | None, tuple[str, ...]]]:
+    """The `reward_failures` alarm: some completions of the latest step could not be scored by a
+    reward function (`reward/<fn>_failures` > 0; they scored 0). No window: one such step is worth
+    a look. (A function that fails on every completion stops the run instead: rlft.rewards.scoring.)"""
+    keys = sorted(
+        k
+        for k, steps in h.steps.items()
+        if k.startswith("reward/")
+        and k.endswith("_failures")
+        and steps[-1] == h.last_step
+        and h.values[k][-1] > 0
+    )
+    if not keys:
+        return {}
+    counts = ", ".join(f"{k[len('reward/') : -len('_failures')]} {h.values[k][-1]:g}" for k in keys)
+    return {
+        "reward_failures": (
+            f"completions a reward function could not score (scored 0): {counts}",
+            tuple(keys),
+        )
+    }
+
+
 def check_alarms(h: MetricHistory, cfg: AlarmConfig) -> list[Firing]:
     """Every alarm firing at the latest step of `h` (each check costs O(window))."""
     c = cfg
@@ -208,6 +231,7 @@ def check_alarms(h: MetricHistory, cfg: AlarmConfig) -> list[Firing]:
             level(h, ZERO_STD_KEY, c.zero_std_max, c.window, "groups with equal rewards dominate"),
             (ZERO_STD_KEY,),
         ),
+        **reward_failures(h),
     }
     return [Firing(name, msg, keys) for name, (msg, keys) in checks.items() if msg is not None]
 

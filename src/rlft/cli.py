@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -239,6 +240,17 @@ def process_defaults() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
+def _report_error(args: argparse.Namespace, error: BaseException) -> None:
+    """One line for an error rlft expects (bad config, data, a failed run); its traceback too with
+    -v or RLFT_DEBUG=1, for an error that is really a bug to report."""
+    debug = args.verbose or os.environ.get("RLFT_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"rlft {args.command}: error: {error}", file=sys.stderr)
+    if not debug:
+        print("  (rlft -v ... or RLFT_DEBUG=1 shows the traceback)", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     process_defaults()
     args = build_parser().parse_args(_normalise_argv(sys.argv[1:] if argv is None else argv))
@@ -254,10 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = COMMANDS[args.command](args)
         return code
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"rlft {args.command}: error: {e}", file=sys.stderr)
+        _report_error(args, e)
         return 2
     except RunError as e:
-        print(f"rlft {args.command}: error: {e}", file=sys.stderr)
+        _report_error(args, e)
         return 1
     except KeyboardInterrupt:
         print("rlft: interrupted; resume with --resume", file=sys.stderr)

@@ -32,6 +32,8 @@ def cmd_rl(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
     cfg = load_config(RLConfig, args.config, overrides)
     result = train_rl(cfg)
+    if not _prints_results():
+        return 0
     if result.get("stopped"):
         print(
             f"[rlft] stopped after step {result['steps']}; resume with: rlft rl "
@@ -55,7 +57,17 @@ def _train_config(args: argparse.Namespace, kind: str):
     return load_config(config_class(kind), args.config, overrides)
 
 
+def _prints_results() -> bool:
+    """Only rank 0 prints a run's results: it alone has some of them (held-out evaluation in a
+    fresh process, the summary), and one report per run is enough."""
+    from rlft.distributed import is_main
+
+    return is_main()
+
+
 def _print_run_end(result: dict, command: str) -> None:
+    if not _prints_results():
+        return
     if result.get("stopped"):
         print(f"[rlft] stopped after step {result['steps']}; resume with: rlft {command} ... --resume")
         return

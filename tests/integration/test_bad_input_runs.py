@@ -21,6 +21,8 @@ from rlft.config import build, merge_overrides
 from rlft.data.rows import DataError
 from rlft.loops.rl_update import NonFiniteError
 from rlft.loops.sft import train_sft
+from rlft.rewards.builtin import numeric_answer
+from rlft.rewards.scoring import RewardError
 from rlft.schema.sft import SFTConfig
 
 SMALL = [
@@ -44,27 +46,52 @@ def test_broken_rewards_keep_weights_finite_and_name_the_function(make_rl_config
             raise ZeroDivisionError("bad row")
         return [math.inf, math.nan, None, 0.0, float(i)][i % 5]
 
-    def one_value(prompts, completions, examples):  # a batched reward returning 1 value for 8
-        return [1.0], {}
-
-    one_value.rlft_batched = True
     out = tmp_path / "rewards"
     # scale_rewards=none: the setting where an inf reward turned every weight into NaN elsewhere
     cfg = make_rl_config(*SMALL, "train.steps=2", "algo.scale_rewards=none", "train.optim.lr=0.1", out=out)
     with caplog.at_level(logging.WARNING):
-        rlft.train_rl(cfg, reward_fns={"explodes": explodes, "one_value": one_value})
+        rlft.train_rl(cfg, reward_fns={"explodes": explodes})
     assert _finite(saved_weights(out / "final"))
     # 8 calls a step; only calls with i % 5 == 4 succeed: step 1 has i = 4 (7 failures), step 2
-    # i = 9 and 14 (6 failures); the batched term returns 1 value for 8: all 8 fail, every step
+    # i = 9 and 14 (6 failures)
     metrics = read_metrics(out)
     assert [m["reward/explodes_failures"] for m in metrics] == [7.0, 6.0]
-    assert [m["reward/one_value_failures"] for m in metrics] == [8.0, 8.0]
-    # failures score 0, so reward/mean = (4 / 8, (9 + 14) / 8) with weight 1 each
+    # failures score 0, so reward/mean = (4 / 8, (9 + 14) / 8)
     assert [m["reward/mean"] for m in metrics] == [0.5, 23 / 8]
     assert all(math.isfinite(m["optim/grad_norm"]) for m in metrics)
-    text = caplog.text
-    assert "reward 'explodes' failed on 7 of 8 completions (first: returned None or a non-finite" in text
-    assert "reward 'one_value' failed on 8 of 8 completions (first: returned 1 values for 8" in text
+    assert (
+        "reward 'explodes' failed on 7 of 8 completions (first: returned None or a non-finite" in caplog.text
+    )
+    # partial failures raise the reward_failures alarm at each step that had them
+    alarms = [json.loads(x) for x in (out / "alarms.jsonl").read_text().splitlines()]
+    failing = [a for a in alarms if a["alarm"] == "reward_failures"]
+    assert [a["step"] for a in failing] == [1]  # one episode: steps 1-2 in a row, reported once
+    assert "explodes 7" in failing[0]["message"]
+
+
+@pytest.mark.parametrize("shape", ["per_sample", "batched"])
+def test_a_reward_failing_on_every_completion_stops_the_run_at_that_step(make_rl_config, tmp_path, shape):
+    """A wrong field name (or a batched reward returning the wrong count): scoring everything 0
+    would train on nothing, so step 1 stops with the function named and its exception chained."""
+
+    def wrong_field(prompt, completion, example):
+        return float(example["solution"] in completion)  # the rows have 'answer', not 'solution'
+
+    def one_value(prompts, completions, examples):  # 1 value for 8 completions
+        return [1.0], {}
+
+    one_value.rlft_batched = True
+    fn = {"per_sample": wrong_field, "batched": one_value}[shape]
+    out = tmp_path / "run"
+    cfg = make_rl_config(*SMALL, "train.steps=2", out=out)
+    with pytest.raises(RewardError, match=f"reward '{fn.__name__}' failed on all 8 completions") as caught:
+        rlft.train_rl(cfg, reward_fns={fn.__name__: fn, "numeric_answer": numeric_answer})
+    if shape == "per_sample":
+        assert isinstance(caught.value.__cause__, KeyError) and "'solution'" in str(caught.value)
+    else:
+        assert "returned 1 values for 8 completions" in str(caught.value)
+    assert not (out / "metrics.jsonl").exists() or read_metrics(out) == []  # no step was logged
+    assert not (out / "final").exists()
 
 
 def _dataset(path: Path, bad: int) -> Path:

@@ -118,6 +118,23 @@ def test_check_config_errors_exit_nonzero_naming_keys(cli, overrides, messages):
         assert msg in p.stderr
 
 
+@pytest.mark.parametrize("switch", ["-v", "RLFT_DEBUG=1"])
+def test_an_error_reported_in_one_line_shows_its_traceback_on_request(cli, switch, monkeypatch):
+    plain = cli("check-config", "--config", TINY, "train.steps=abc")
+    assert "Traceback" not in plain.stderr and "RLFT_DEBUG=1 shows the traceback" in plain.stderr
+    if switch == "-v":
+        p = cli("-v", "check-config", "--config", TINY, "train.steps=abc")
+    else:
+        monkeypatch.setenv("RLFT_DEBUG", "1")
+        p = cli("check-config", "--config", TINY, "train.steps=abc")
+    assert p.returncode == 2
+    # the traceback reaches into the config loader, then the same one-line message
+    assert p.stderr.startswith("Traceback (most recent call last):")
+    assert 'rlft/config.py", line' in p.stderr
+    last = p.stderr.rstrip().splitlines()[-1]
+    assert last == f"rlft check-config: error: {TINY}: 'train.steps' must be an integer, got 'abc'"
+
+
 def test_check_config_docs_lists_keys(cli):
     p = cli("check-config", "--docs")
     assert p.returncode == 0
@@ -192,3 +209,27 @@ def test_a_run_error_is_one_line_without_traceback(cli, tmp_path):
     assert p.returncode == 1, p.stderr
     assert "rlft rl: error:" in p.stderr and "boom" in p.stderr and "kaput" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_reward_failing_everywhere_stops_at_step_1_with_its_traceback(cli, tmp_path):
+    # on_error: zero (the default) keeps partial failures, but none of 16 completions scored means
+    # no signal at all: exit 1 at step 1, the function and its exception named, its traceback logged
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text("def wrong_field(prompt, completion, example):\n    return float(example['solution'])\n")
+    out = tmp_path / "run"
+    p = cli(
+        "rl",
+        "--config",
+        TINY,
+        f"output_dir={out}",
+        f"rewards=[{{fn: '{wrong}:wrong_field'}}]",
+        "train.steps=2",
+        "eval.before=false",
+        "eval.after=false",
+    )
+    assert p.returncode == 1, p.stderr
+    last = p.stderr.rstrip().splitlines()[-2]  # then the "-v shows the traceback" hint
+    assert last.startswith("rlft rl: error: reward 'wrong_field' failed on all 16 completions of this step")
+    assert last.endswith("the first: raised KeyError: 'solution'")
+    assert "Traceback" in p.stderr and "return float(example['solution'])" in p.stderr
+    assert not (out / "final").exists() and not (out / "checkpoints").exists()

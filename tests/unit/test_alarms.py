@@ -168,3 +168,22 @@ def test_empty_format_detection():
     assert [has_empty_format(c) for c in completions] == [True, True, False, True, False, False]
     assert empty_answer_frac(completions) == 0.5  # 3 of 6
     assert empty_answer_frac([]) == 0.0
+
+
+def test_reward_failures_fire_at_the_step_that_had_them_naming_each_function():
+    # failures at step 2 only (2 of code, 1 of judge); step 3 clean again
+    series = {
+        **BENIGN,
+        "reward/code_failures": [0.0, 2.0, 0.0],
+        "reward/judge_failures": [0.0, 1.0, 0.0],
+        "reward/mean_failures_seen": [5.0, 5.0, 5.0],  # not a *_failures key of a reward fn
+    }
+    recs = records(series, evals={})
+    assert "reward_failures" not in fired(recs[:1])
+    h = MetricHistory()
+    for r in recs[:2]:
+        h.append(r)
+    (f,) = [f for f in check_alarms(h, CFG) if f.name == "reward_failures"]
+    assert f.message == "completions a reward function could not score (scored 0): code 2, judge 1"
+    assert f.keys == ("reward/code_failures", "reward/judge_failures")
+    assert "reward_failures" not in fired(recs[:3])

@@ -121,15 +121,16 @@ def test_build_terms_uses_the_data_prompt_field_and_system_prompt(rms):
 
 def test_missing_prompt_field_or_nonfinite_score_is_a_failure(rms):
     (term,) = build_terms([RewardSpec(model=[rms["w"], rms["3w"]], name="judge")])
-    scores, m = score_completions([term], ["a", "b"], ["x", "y"], [{"question": "q"}, {"question": "q"}])
-    # no 'prompt' field -> the batch call raises -> both completions fail and score 0
-    assert scores.tolist() == [0.0, 0.0] and m["reward/judge_failures"] == 2.0
+    # no 'prompt' field -> the batch call raises -> every completion fails: the step stops, naming
+    # the term and chaining the model's own exception
+    with pytest.raises(RewardError, match="reward 'judge' failed on all 2 completions") as caught:
+        score_completions([term], ["a", "b"], ["x", "y"], [{"question": "q"}, {"question": "q"}])
+    assert "prompt" in str(caught.value.__cause__)
     model, _ = term.fn.members[1]
     with torch.no_grad():
         model.score.weight.fill_(math.nan)  # member 2 returns NaN -> the mean is NaN
-    scores, m = score_completions([term], TEMPLATED[:2], ["x", "y"], EXAMPLES[:2])
-    assert scores.tolist() == [0.0, 0.0] and m["reward/judge_failures"] == 2.0
-    assert "reward/judge_disagreement" not in m  # no completion scored finitely by every member
+    with pytest.raises(RewardError, match="returned None or a non-finite"):
+        score_completions([term], TEMPLATED[:2], ["x", "y"], EXAMPLES[:2])
     strict = RewardTerm("judge", term.fn, on_error="error", batched=True)
     with pytest.raises(RewardError, match="reward 'judge' returned None or a non-finite"):
         score_completions([strict], TEMPLATED[:2], ["x", "y"], EXAMPLES[:2])
@@ -147,8 +148,8 @@ def test_batched_term_contract():
     # values 2*2 = 4, 2*4 = 8; weighted 0.5 -> 2, 4; reward/len = (4+8)/2 = 6; one call per batch
     assert scores.tolist() == [2.0, 4.0] and m["reward/len"] == 6.0 and m["reward/len_calls"] == 1.0
     short = RewardTerm("len", lambda p, c, e: ([1.0], {}), batched=True)
-    scores, m = score_completions([short], ["", ""], ["a", "b"], [{}, {}])
-    assert scores.tolist() == [0.0, 0.0] and m["reward/len_failures"] == 2.0  # 1 value for 2
+    with pytest.raises(RewardError, match="reward 'len' failed on all 2 .* returned 1 values for 2"):
+        score_completions([short], ["", ""], ["a", "b"], [{}, {}])
 
 
 def test_config_accepts_a_single_model_path():

@@ -21,11 +21,18 @@ from typing import Any
 
 @dataclass
 class CallOutcome:
-    """One call: its value, the error message if it raised, and whether it timed out."""
+    """One call: its value, the error message (and the exception, with its traceback) if it
+    raised, and whether it timed out."""
 
     value: Any = None
     error: str | None = None
     timed_out: bool = False
+    exception: BaseException | None = None
+
+
+def raised(e: BaseException) -> str:
+    """How a failed call is reported: "raised TypeError: ..."."""
+    return f"raised {type(e).__name__}: {e}"
 
 
 def slow_reward(timeout_s: float, workers: int = 0) -> Callable[[Callable], Callable]:
@@ -63,7 +70,7 @@ def call_all(
             try:
                 mine.value = fn(*calls[i], **kwargs)
             except Exception as e:  # a user reward may raise anything
-                mine.error = f"raised {type(e).__name__}: {e}"
+                mine.error, mine.exception = raised(e), e
             done[i].set()
 
     def start_worker() -> None:

@@ -1,7 +1,11 @@
 """Score completions with weighted reward functions, guarding against raises and non-finite values.
 
 A failure (raise, None, NaN, inf, non-number, timeout) is counted per function and, by that
-function's `on_error`, either scores 0 or stops the run. A non-finite value never reaches the loss.
+function's `on_error`, either scores 0 or stops the run. A term that fails on *every* completion of
+a step stops the run whatever its `on_error` (a wrong field name, a signature rlft cannot call, a
+reward model out of memory: training on its zeros would be training on nothing); the first
+failure's traceback is logged and chained to the RewardError. A non-finite value never reaches the
+loss.
 Slow rewards (a term with `timeout_s > 0`) run in a thread pool, each call bounded by that timeout;
 their timeouts are also counted on their own (`reward/<fn>_timeouts`).
 Batched terms (reward models: a config entry with `model`, or any callable with a true
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 
 from rlft.errors import RunError
-from rlft.rewards.parallel import CallOutcome, call_all
+from rlft.rewards.parallel import CallOutcome, call_all, raised
 from rlft.rewards.registry import resolve_reward, reward_name
 
 log = logging.getLogger(__name__)
@@ -136,38 +140,58 @@ def score_completions(
     total = torch.zeros(len(completions))
     metrics: dict[str, float] = {}
     for term in terms:
-        values, failures, first_error = [], 0, None
         outcomes, term_metrics = _call_term(term, prompts, completions, examples)
         metrics.update(term_metrics)
-        for outcome in outcomes:
-            v = _checked(outcome.value) if outcome.error is None else None
-            err = outcome.error or (
-                None if v is not None else "returned None or a non-finite / non-numeric value"
-            )
-            if v is None:
-                failures += 1
-                first_error = first_error or err
-                if term.on_error == "error":
-                    raise RewardError(f"reward '{term.name}' {err} (set on_error: zero to score it 0)")
-                v = 0.0
-            values.append(v)
+        values, failures = _term_values(term, outcomes)
         t = torch.tensor(values, dtype=torch.float32)
         total += term.weight * t
         metrics[f"reward/{term.name}"] = float(t.mean()) if len(values) else 0.0
-        metrics[f"reward/{term.name}_failures"] = float(failures)
+        metrics[f"reward/{term.name}_failures"] = float(len(failures))
         if term.timeout_s > 0:
             metrics[f"reward/{term.name}_timeouts"] = float(sum(o.timed_out for o in outcomes))
-        if failures:
-            log.warning(
-                "reward '%s' failed on %d of %d completions (first: %s); scored 0",
-                term.name,
-                failures,
-                len(values),
-                first_error,
-            )
     metrics["reward/mean"] = float(total.mean()) if len(completions) else 0.0
     metrics["reward/std"] = float(total.std()) if len(completions) > 1 else 0.0
     return total, metrics
+
+
+def _failure(outcome: CallOutcome) -> tuple[float | None, str | None]:
+    """(checked value, None) for a usable outcome, else (None, what went wrong)."""
+    v = _checked(outcome.value) if outcome.error is None else None
+    if v is not None:
+        return v, None
+    return None, outcome.error or "returned None or a non-finite / non-numeric value"
+
+
+def _term_values(term: RewardTerm, outcomes: Sequence[CallOutcome]) -> tuple[list[float], list[str]]:
+    """The term's value per completion (0 where it failed) and its failures' messages. Raises
+    RewardError when it failed everywhere, or anywhere with on_error 'error'."""
+    values, failures, first = [], [], None
+    for outcome in outcomes:
+        v, err = _failure(outcome)
+        if err is not None:
+            failures.append(err)
+            first = first or outcome
+            if term.on_error == "error":
+                raise RewardError(f"reward '{term.name}' {err} (set on_error: zero to score it 0)") from (
+                    outcome.exception
+                )
+        values.append(0.0 if v is None else v)
+    if failures and len(failures) == len(outcomes):
+        if first is not None and first.exception is not None:
+            log.error("reward '%s': the first failure", term.name, exc_info=first.exception)
+        raise RewardError(
+            f"reward '{term.name}' failed on all {len(outcomes)} completions of this step, so it gives "
+            f"no signal; the first: {failures[0]}"
+        ) from (first.exception if first else None)
+    if failures:
+        log.warning(
+            "reward '%s' failed on %d of %d completions (first: %s); scored 0",
+            term.name,
+            len(failures),
+            len(values),
+            failures[0],
+        )
+    return values, failures
 
 
 def _call_term(
@@ -190,7 +214,7 @@ def _call_term(
         try:
             outcomes.append(CallOutcome(value=term.fn(*args, **kwargs)))
         except Exception as e:  # a user reward may raise anything
-            outcomes.append(CallOutcome(error=f"raised {type(e).__name__}: {e}"))
+            outcomes.append(CallOutcome(error=raised(e), exception=e))
     return outcomes, {}
 
 
@@ -209,7 +233,7 @@ def _call_batched(
         values, term_metrics = term.fn(list(prompts), list(completions), list(examples), **kwargs)
         values = list(values)
     except Exception as e:  # a reward model may run out of memory, a row may lack the prompt, ...
-        return [CallOutcome(error=f"raised {type(e).__name__}: {e}")] * n, {}
+        return [CallOutcome(error=raised(e), exception=e)] * n, {}
     if len(values) != n:
         return [CallOutcome(error=f"returned {len(values)} values for {n} completions")] * n, {}
     return [CallOutcome(value=v) for v in values], dict(term_metrics)
