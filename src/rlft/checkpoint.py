@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlft.errors import RunError
-from rlft.fsutil import atomic_directory, fsync_tree
+from rlft.fsutil import atomic_directory, discard, fsync_tree, original_name, readable_dir, recover_all
 
 COMPLETE = "COMPLETE"
 CRITIC = "critic.safetensors"
@@ -131,14 +131,13 @@ def _fault_pause() -> None:
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of each complete checkpoint, oldest first; a step whose replace was killed
+    between its renames is found at its aside copy (`fsutil.readable_dir`)."""
     if not root.exists():
         return []
-    found = []
-    for p in root.iterdir():
-        m = STEP_DIR.match(p.name)
-        if m and (p / COMPLETE).exists():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    names = (STEP_DIR.match(original_name(p.name)) for p in root.iterdir())
+    found = [(int(m.group(1)), readable_dir(root / m.group(0))) for m in names if m]
+    return sorted({(s, p) for s, p in found if (p / COMPLETE).exists()})
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -147,8 +146,9 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def prune_checkpoints(root: Path, keep: int, current: int | None = None) -> None:
-    """Delete stale temp dirs, complete checkpoints newer than `current` (the step just saved), and
-    all but the newest `keep` of the rest (never the newest)."""
+    """Finish interrupted replaces; delete stale temp dirs, complete checkpoints newer than
+    `current` (the step just saved), and all but the newest `keep` of the rest (never the newest)."""
+    recover_all(root)
     found = complete_checkpoints(root)
     if current is not None:
         for s, path in found:
@@ -156,10 +156,10 @@ def prune_checkpoints(root: Path, keep: int, current: int | None = None) -> None
                 log.warning(
                     "removing %s: it is newer than this run's step %d (an earlier run's)", path, current
                 )
-                shutil.rmtree(path, ignore_errors=True)
+                discard(path)
         found = [(s, p) for s, p in found if s <= current]
     for _, path in found[: max(len(found) - max(keep, 1), 0)]:
-        shutil.rmtree(path, ignore_errors=True)
+        discard(path)
     for p in root.glob(".tmp-step-*"):
         shutil.rmtree(p, ignore_errors=True)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlft.fsutil import atomic_directory
+from rlft.fsutil import atomic_directory, readable_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,13 @@ TINY_ALIAS = "tiny-random-llama"
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map an alias to a cached local directory (converting once); pass anything else through."""
+    """Map an alias to a cached local directory (converting once); a directory whose replace was
+    killed between its renames (`final/`) to its complete aside copy; pass anything else through."""
+    if not Path(name_or_path).exists() and (aside := readable_dir(Path(name_or_path))).exists():
+        log.warning(
+            "%s is missing (its save was interrupted): loading its previous copy %s", name_or_path, aside
+        )
+        return str(aside)
     if name_or_path.lower() == TINY_ALIAS and not Path(name_or_path).exists():
         target = cache_dir() / "models" / TINY_ALIAS
         if not (target / "config.json").exists():

@@ -1,10 +1,14 @@
 """Checkpoint safety: a failed write (disk full) keeps the previous checkpoint usable, a checkpoint
 that does not fit the run is refused naming each difference, stale newer checkpoints of an earlier
-run are removed, and the fault-injection pause sits between the files of a save."""
+run are removed, the fault-injection pause sits between the files of a save, and a kill in the middle
+of replacing a checkpoint leaves it loadable."""
 
 from __future__ import annotations
 
 import errno
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +184,44 @@ def test_loading_never_runs_pickled_code(tmp_path: Path):
     assert not marker.exists()
     torch.load(path / "optimizer.pt", weights_only=False)  # the payload is live: plain pickle runs it
     assert marker.exists()
+
+
+# Re-saves step-1 with other weights, SIGKILLed right after the old step-1 is renamed aside.
+KILLED_RESAVE = """
+import os, signal, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, sys.argv[2])
+from test_checkpoint_safety import _llama, _save
+
+real_rename = os.rename
+
+def rename(src, dst):
+    real_rename(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+model = _llama()
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(1.0)
+os.rename = rename
+_save(Path(sys.argv[1]), 1, model)
+"""
+
+
+def test_a_kill_mid_replace_leaves_the_checkpoint_loadable_and_the_next_save_restores_it(tmp_path: Path):
+    model = _llama()
+    _save(tmp_path, 1, model)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    args = [sys.executable, "-c", KILLED_RESAVE, str(tmp_path), str(Path(__file__).parent)]
+    proc = subprocess.run(args, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "step-1").exists()  # killed between "old aside" and "new in"
+    found = latest_checkpoint(tmp_path)
+    assert found is not None and found.name.startswith("step-1.old-")
+    fresh = _llama()
+    assert _load(found, fresh) == {"step": 1}
+    assert all(torch.equal(v, saved[k]) for k, v in fresh.state_dict().items())
+    _save(tmp_path, 2, model)  # pruning finishes the interrupted replace
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1", "step-2"]
+    assert _load(tmp_path / "step-1", _llama()) == {"step": 1}

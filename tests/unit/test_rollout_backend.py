@@ -1,12 +1,17 @@
-"""rollout.backend=auto: vLLM where it is installed and can run the job off the CPU, else hf, with
-the reason."""
+"""rollout.backend=auto: hf (rlft's own decode loop) until vLLM has passed its parity tests on the
+device type in question, which it has on none yet (it has never run on a GPU), so auto is always
+hf for now, with the reason; `rollout.backend=vllm` still picks vLLM by name."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from rlft.loops import rl_setup
+from rlft.rollout import vllm as vllm_mod
 from rlft.rollout.vllm import why_not_vllm
+
+NOT_SHOWN = "vLLM has not passed its parity tests on meta yet (it has never run on a GPU)"
 
 
 def _vllm(monkeypatch, installed: bool) -> None:
@@ -19,6 +24,10 @@ def _vllm(monkeypatch, installed: bool) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
+def test_no_device_has_shown_vllm_parity_yet():
+    assert not vllm_mod.VLLM_PARITY_SHOWN_ON
+
+
 def test_why_not_vllm_names_the_first_blocker(tiny_model, monkeypatch):
     # the tiny model: loaded from a local directory, on the CPU
     _vllm(monkeypatch, installed=False)
@@ -28,15 +37,23 @@ def test_why_not_vllm_names_the_first_blocker(tiny_model, monkeypatch):
     assert why_not_vllm(tiny_model, 1, True) == "LoRA adapters"
     on_cpu = "the model is on the CPU, where rlft's decode is as fast and lighter"
     assert why_not_vllm(tiny_model, 1, False) == on_cpu
-    tiny_model.to("meta")  # off the CPU (a stand-in for a GPU): nothing stands in the way
+    tiny_model.to("meta")  # off the CPU (a stand-in for a GPU): vLLM's parity is not shown there
+    assert why_not_vllm(tiny_model, 1, False) == NOT_SHOWN
+    monkeypatch.setattr(vllm_mod, "VLLM_PARITY_SHOWN_ON", frozenset({"meta"}))  # once it has passed
     assert why_not_vllm(tiny_model, 1, False) is None
 
 
-def test_auto_resolves_and_explicit_backends_pass_through(monkeypatch, make_rl_config, tiny_model):
+def test_auto_is_hf_on_every_device_and_vllm_stays_available_by_name(
+    monkeypatch, make_rl_config, tiny_model, caplog
+):
     _vllm(monkeypatch, installed=True)
-    explicit = make_rl_config("rollout.backend=hf_generate")
-    assert rl_setup.rollout_backend(explicit, tiny_model) == "hf_generate"
+    for name in ("hf_generate", "vllm"):
+        assert rl_setup.rollout_backend(make_rl_config(f"rollout.backend={name}"), tiny_model) == name
     assert rl_setup.rollout_backend(make_rl_config(), tiny_model) == "hf"  # auto, on the CPU
-    tiny_model.to("meta")
-    assert rl_setup.rollout_backend(make_rl_config(), tiny_model) == "vllm"
+    tiny_model.to("meta")  # off the CPU, vLLM installed, one process, no LoRA: still hf
+    with caplog.at_level(logging.INFO, logger=rl_setup.log.name):
+        assert rl_setup.rollout_backend(make_rl_config(), tiny_model) == "hf"
+    assert f"rollout.backend=auto: hf ({NOT_SHOWN})" in caplog.text
+    monkeypatch.setattr(vllm_mod, "VLLM_PARITY_SHOWN_ON", frozenset({"meta"}))
+    assert rl_setup.rollout_backend(make_rl_config(), tiny_model) == "vllm"  # only once shown there
     assert rl_setup.rollout_backend(make_rl_config("model.lora_rank=4"), tiny_model) == "hf"

@@ -160,9 +160,10 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
 
 
 def rollout_backend(cfg: RLConfig, model: Any) -> str:
-    """rollout.backend with `auto` resolved: vllm where it is installed and can run this job on a
-    GPU, else hf (on a CPU hf is at least as fast, with ~2.6 GB less memory: docs/performance.md);
-    the choice and its reason are logged."""
+    """rollout.backend with `auto` resolved: hf (rlft's own decode loop) until vLLM has passed its
+    parity tests on this device type (`rlft.rollout.vllm.VLLMGenerator` has never run on a GPU, so
+    for now always hf; on a CPU hf is as fast, with ~2.6 GB less memory: docs/performance.md); the
+    choice and its reason are logged. `rollout.backend=vllm` still picks vLLM by name."""
     if cfg.rollout.backend != "auto":
         return cfg.rollout.backend
     from rlft.rollout.vllm import why_not_vllm

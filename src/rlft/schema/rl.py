@@ -14,7 +14,7 @@ from rlft.schema.common import DataConfig, DistConfig, LogConfig, ModelConfig, O
 class RolloutConfig:
     backend: str = field(
         "auto",
-        "generation engine: auto (vllm where installed and usable on a GPU, else hf), hf, hf_generate, vllm",
+        "generation engine: auto (hf until vLLM passes its parity tests on a GPU), hf, hf_generate, vllm",
     )
     prompts_per_step: int = field(8, "prompts sampled per RL step (P)")
     samples_per_prompt: int = field(8, "completions per prompt (G)")
