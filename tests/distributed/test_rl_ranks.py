@@ -14,7 +14,9 @@ Run alone with: pytest -m distributed tests/distributed
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,8 @@ from dist_support import EXAMPLE_REWARDS, FAULTS, assert_same_steps, read_metric
 pytestmark = pytest.mark.distributed
 
 KEYS = ["loss/policy", "optim/grad_norm", "reward/mean", "policy/kl", "rollout/response_len"]
+# every sequence of a step in samples.jsonl (a rank logs the rows it generated: 8 of 16 on 2 ranks)
+ALL_SAMPLES = "log.samples_per_step=16"
 
 
 def _ok(run) -> None:
@@ -32,27 +36,57 @@ def _ok(run) -> None:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, tiny_model_path) -> Path:
     out = tmp_path_factory.mktemp("one") / "run"
-    _ok(run_rl(1, out))
+    _ok(run_rl(1, out, ALL_SAMPLES))
     return out
 
 
 @pytest.fixture(scope="module")
 def ddp_two(tmp_path_factory, tiny_model_path) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "run"
-    _ok(run_rl(2, out, "dist.strategy=ddp"))
+    _ok(run_rl(2, out, "dist.strategy=ddp", ALL_SAMPLES))
     return out
 
 
 @pytest.fixture(scope="module")
 def fsdp2_two(tmp_path_factory, tiny_model_path) -> Path:
     out = tmp_path_factory.mktemp("fsdp2") / "run"
-    _ok(run_rl(2, out, "dist.strategy=fsdp2"))
+    _ok(run_rl(2, out, "dist.strategy=fsdp2", ALL_SAMPLES))
     return out
 
 
 def test_ddp_two_ranks_match_one_process(one_process, ddp_two):
     assert_same_steps(read_metrics(one_process), read_metrics(ddp_two), KEYS, rel=1e-5)
     assert sorted(read_metrics(ddp_two)) == [1, 2, 3]
+
+
+def _samples(out: Path) -> dict[int, list[tuple]]:
+    """samples.jsonl of a run (or of one rank), by step: (group, prompt, completion, score)."""
+    by_step: dict[int, list[tuple]] = {}
+    for rec in map(json.loads, (out / "samples.jsonl").read_text().splitlines()):
+        by_step.setdefault(rec["step"], []).append(
+            (rec["group"], rec["prompt"], rec["completion"], rec["score"])
+        )
+    return by_step
+
+
+@pytest.mark.parametrize("two", ["ddp_two", "fsdp2_two"])
+def test_rank_one_generates_and_scores_its_half_of_the_prompts(request, one_process, two):
+    # each rank takes 2 of the step's 4 prompts with their 4 samples: rank 0 the prompts the
+    # single process numbers 0 and 1, rank 1 those it numbers 2 and 3 (rank-local 0 and 1); with
+    # per-prompt seeds rank 1 samples and scores exactly what the single process did for them
+    out = request.getfixturevalue(two)
+    single, rank0, rank1 = _samples(one_process), _samples(out), _samples(out / "ranks" / "rank-1")
+    assert sorted(single) == sorted(rank0) == sorted(rank1) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert len(single[step]) == 16 and len(rank0[step]) == len(rank1[step]) == 8
+        assert Counter(g for g, *_ in rank1[step]) == {0: 4, 1: 4}  # 2 prompts x 4 samples
+        prompts0, prompts1 = {p for _, p, *_ in rank0[step]}, {p for _, p, *_ in rank1[step]}
+        assert len(prompts1) == 2 and not prompts0 & prompts1  # its own prompts, not rank 0's
+        # the two ranks' rows are the single process's 16, split by prompt
+        assert Counter(rank0[step]) == Counter(s for s in single[step] if s[0] < 2)
+        assert Counter((g + 2, *rest) for g, *rest in rank1[step]) == Counter(
+            s for s in single[step] if s[0] >= 2
+        )
 
 
 def test_fsdp2_two_ranks_match_one_process(one_process, fsdp2_two):

@@ -1,8 +1,10 @@
 """Every algorithm of the table through `rlft.train_rl` on the tiny model (2 steps, 2 prompts x 4
-samples, 4 new tokens), DAPO's dynamic sampling on hand-made rewards, and an exact PPO resume."""
+samples, 4 new tokens), DAPO's dynamic sampling on hand-made rewards, DAPO's overlong filter on a
+batch mixing truncated and finished completions, and an exact PPO resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -15,7 +17,14 @@ from run_support import read_metrics
 from safetensors.torch import load_file
 
 import rlft
+from rlft.algorithms.core import aggregation_weights
+from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import ALGORITHMS
+from rlft.forward import rollout_logprobs
+from rlft.loops.rl import RLState, rl_step
+from rlft.loops.rl_setup import setup_run
+from rlft.loops.rl_update import NonFiniteGuard, loss_mask, minibatch_step
+from rlft.rollout.base import Generations
 from rlft.schema.rl import AlgoConfig
 
 SMALL = [
@@ -168,3 +177,136 @@ def test_ppo_resume_reproduces_the_next_step_bitwise(make_rl_config, tmp_path):
     ca = load_file(a / "checkpoints" / "step-2" / "critic.safetensors")
     cb = load_file(b / "checkpoints" / "step-2" / "critic.safetensors")
     assert ca.keys() == cb.keys() and all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+class _ScriptedGenerator:
+    """Stands in for the sampler: the same hand-written completions on every call (prompt-major),
+    `finished` True where the text ends in EOS, False where it stops at max_new_tokens without one."""
+
+    def __init__(self, tok, script: list[tuple[str, bool]]):
+        self.response_ids = [
+            tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+            for text, eos in script
+        ]
+        self.finished = [eos for _, eos in script]
+
+    def generate(self, prompt_ids, params, samples_per_prompt=1):
+        assert len(prompt_ids) * samples_per_prompt == len(self.response_ids)
+        assert all(len(r) <= params.max_new_tokens for r in self.response_ids)
+        return Generations([list(r) for r in self.response_ids], list(self.finished))
+
+    def sync_weights(self, model) -> None:
+        pass
+
+
+class _GradCapture:
+    """Stands in for the optimizer: step() records the accumulated grads, the weights never move."""
+
+    def __init__(self, model):
+        self.params = dict(model.named_parameters())
+        self.grads: dict[str, torch.Tensor] | None = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    def step(self) -> None:
+        self.grads = {k: p.grad.clone() for k, p in self.params.items() if p.grad is not None}
+
+
+# 2 prompts x 4 samples, max_new_tokens=4 (the tiny tokenizer has one token per character):
+# finished rows end in EOS, truncated rows are 4 characters with no EOS
+MIXED = [
+    ("5", True),  # row 0: 2 tokens
+    ("55", True),  # row 1: 3 tokens
+    ("abcd", False),  # row 2: truncated, 4 tokens
+    ("wxyz", False),  # row 3: truncated
+    ("1", True),  # row 4: 2 tokens
+    ("2222", False),  # row 5: truncated
+    ("33", True),  # row 6: 3 tokens
+    ("4444", False),  # row 7: truncated
+]
+FINISHED = [0, 1, 4, 6]
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Detected call of `lr_scheduler.step\\(\\)` before"
+)  # the optimizer is a stub
+def test_dapo_masks_truncated_rows_out_of_the_gradient(make_rl_config, tmp_path):
+    def length(prompt, completion, example):
+        return float(len(completion))  # the decoded text, EOS removed
+
+    cfg = make_rl_config(
+        *SMALL,
+        "algo.name=dapo",
+        "algo.kl_coef=0",  # no reference model: the loss is the clipped surrogate alone
+        "train.minibatch_size=8",  # one optimizer step over the whole batch: no old-logprob pass
+        "train.microbatch_size=8",
+        "train.optim.max_grad_norm=0",  # capture the raw gradient
+        out=tmp_path / "run",
+    )
+    cfg, parts, _, algo, terms, stream = setup_run(cfg, [length])
+    assert cfg.algo.mask_truncated and cfg.algo.loss_agg == "token_mean"  # DAPO's defaults
+    generator = _ScriptedGenerator(parts.tok, MIXED)
+    capture = _GradCapture(parts.model)
+    parts.optimizer = capture
+    a = cfg.algo
+    state = RLState(0, stream, NonFiniteGuard(3), AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon))
+    metrics, batch = rl_step(cfg, parts, generator, algo, terms, state)
+    r = batch.rollouts
+
+    assert r.truncated.tolist() == [not eos for _, eos in MIXED]
+    assert r.response_mask.sum(-1).tolist() == [2, 3, 4, 4, 2, 4, 3, 4]
+    assert batch.scores.tolist() == [1.0, 2.0, 4.0, 4.0, 1.0, 4.0, 2.0, 4.0]
+    # both groups score {1, 2, 4, 4}: mean 2.75, centred (-1.75, -0.75, 1.25, 1.25), unbiased std
+    # sqrt((1.75^2 + 0.75^2 + 2 * 1.25^2) / 3) = sqrt(6.75 / 3) = 1.5; advantage = centred / (1.5 + eps).
+    # Every row, truncated ones included, has a non-zero advantage: only the filter can drop them.
+    d = 1.5 + a.std_eps
+    centred = [-1.75, -0.75, 1.25, 1.25, -1.75, 1.25, -0.75, 1.25]
+    assert batch.advantages[:, 0].tolist() == pytest.approx([c / d for c in centred], abs=1e-6)
+    assert metrics["rollout/sampling_rounds"] == 1.0  # no flat group: nothing re-sampled
+
+    # the overlong filter: truncated rows lose every token, finished rows keep their response mask
+    mask = loss_mask(batch)
+    assert mask.sum(-1).tolist() == [2, 3, 0, 0, 2, 0, 3, 0]
+    assert torch.equal(mask[FINISHED], r.response_mask[FINISHED])
+    # only the 4 finished rows run a forward/backward
+    assert metrics["perf/active_rows_frac"] == 0.5
+    # token_mean over the 10 finished tokens, ratio 1 (one optimizer step: old = current):
+    # loss = -sum(A_i * len_i) / 10 = -(2 * -1.75 + 3 * -0.75) * 2 / (10 d) = 11.5 / (10 d) = 0.76661
+    assert metrics["loss/policy"] == pytest.approx(11.5 / (10 * d), abs=1e-6)
+
+    # a truncated row's log-probs get exactly zero gradient: the loss of the update phase
+    # (token loss x aggregation weights of the loss mask) differentiated w.r.t. the log-probs.
+    # d/dlogp of -min(rho A, clip(rho) A) at rho = 1 is -A, times the weight 1/10 per finished token
+    p = dataclasses.replace(a, kl_coef=state.kl.value)
+    logp = rollout_logprobs(parts.model, r, 8).requires_grad_(True)
+    token_loss, _ = algo.token_loss(logp, logp.detach(), None, batch.advantages, mask, p)
+    (token_loss * aggregation_weights(mask, p.loss_agg)).sum().backward()
+    expected = torch.zeros(8, 4)
+    for i in FINISHED:
+        expected[i, : int(mask[i].sum())] = -centred[i] / d / 10
+    assert torch.allclose(logp.grad, expected, atol=1e-7)
+    assert logp.grad[r.truncated].abs().max() == 0.0
+
+    # the model's gradient from the DAPO step is the gradient of the finished rows alone...
+    dapo_grads = capture.grads
+    assert dapo_grads and any(float(g.abs().max()) > 0 for g in dapo_grads.values())
+    max_len = cfg.rollout.max_new_tokens
+
+    def grads_of(b):
+        cap = _GradCapture(parts.model)
+        m = minibatch_step(parts.model, cap, algo, b, p, 8, 0.0, NonFiniteGuard(3), max_len)
+        return cap.grads, m
+
+    alone, _ = grads_of(batch.select(torch.tensor(FINISHED)))
+    assert alone.keys() == dapo_grads.keys()
+    for k in alone:  # equal up to float32 summation order (about 1e-7 on entries up to 0.7)
+        assert torch.allclose(dapo_grads[k], alone[k], rtol=1e-4, atol=1e-6), k
+    # ...and without the filter the truncated rows (positive advantage) would count: all 8 rows
+    # run, token_mean over 10 + 4 * 4 = 26 tokens, sum(A_i * len_i) = (-11.5 + 4 * 4 * 1.25) / d
+    # = 8.5 / d, so loss = -8.5 / (26 d) = -0.21793, and the gradient moves (by up to 0.4 here)
+    unfiltered, m = grads_of(batch.with_(extras={}))
+    assert m["perf/active_rows_frac"] == 1.0
+    assert m["loss/policy"] == pytest.approx(-8.5 / (26 * d), abs=1e-6)
+    assert max(float((unfiltered[k] - alone[k]).abs().max()) for k in alone) > 1e-2

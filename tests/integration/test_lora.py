@@ -1,5 +1,6 @@
 """LoRA (PEFT): the reference is the base model with adapters disabled, checkpoints hold only the
-trainable tensors and resume exactly, the final model is merged and loadable, TRPO works on it."""
+trainable tensors and resume exactly, the final model is merged, loadable and computes what the
+adapted policy computes, TRPO works on it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import rlft
+import rlft.loops.rl
+from rlft.checkpoint import load_model_weights
 from rlft.forward import response_logprobs
-from rlft.models import AdaptersOff, add_lora
+from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm
 
 SMALL = [
     "rollout.prompts_per_step=2",
@@ -63,6 +66,53 @@ def test_lora_resume_is_exact_and_final_is_merged(make_rl_config, tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     AutoModelForCausalLM.from_pretrained(a / "final")  # loadable without PEFT
+
+
+def _logprobs(model, ids, mask, n):
+    with torch.no_grad():
+        return response_logprobs(model.eval(), ids, mask, n)[0]
+
+
+def test_lora_final_equals_the_adapted_policy(
+    make_rl_config, tmp_path, tiny_model_path, tiny_tok, monkeypatch
+):
+    text = tiny_tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
+    answer = "5, since 2 + 3 = 5"
+    ids = torch.tensor([tiny_tok(text + answer, add_special_tokens=False)["input_ids"]])
+    mask, n = torch.ones_like(ids), len(answer)  # one token per character
+    adapted = {}
+    save_final = rlft.loops.rl.save_final
+
+    def capture_then_save(parts, out_dir):
+        # the policy as trained: the PEFT model, adapters on, just before the final save merges it
+        assert is_peft(parts.model)
+        adapted["logprobs"] = _logprobs(parts.model, ids, mask, n)
+        return save_final(parts, out_dir)
+
+    monkeypatch.setattr(rlft.loops.rl, "save_final", capture_then_save)
+
+    def spread(prompt, completion, example):  # almost never equal over a group: a real gradient
+        return float(sum(map(ord, completion)) % 5)
+
+    out = tmp_path / "run"
+    cfg = make_rl_config(*SMALL, "train.steps=2", "train.save_every=2", out=out)
+    rlft.train_rl(cfg, [spread])
+    policy = adapted["logprobs"]
+    final = _logprobs(AutoModelForCausalLM.from_pretrained(out / "final"), ids, mask, n)
+    base = _logprobs(load_causal_lm(tiny_model_path), ids, mask, n)
+    assert policy.shape == (1, n)
+    # merging W + (alpha / r) B A changes only float32 rounding (about 5e-7 here)
+    assert torch.allclose(final, policy, atol=1e-5, rtol=0)
+    # the adapters moved the policy far beyond that tolerance (about 0.3 here), so the equality
+    # above is no accident
+    assert float((final - base).abs().max()) > 1e-3
+    # the last checkpoint's adapters on a fresh base model give the same policy
+    m = cfg.model
+    fresh = add_lora(load_causal_lm(tiny_model_path), m.lora_rank, m.lora_alpha, m.lora_targets)
+    load_model_weights(fresh, out / "checkpoints" / "step-2")
+    assert torch.allclose(_logprobs(fresh, ids, mask, n), policy, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("lora", [False, True])
