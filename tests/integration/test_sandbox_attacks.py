@@ -1,9 +1,10 @@
 """Hostile programs against every local sandbox backend available here.
 
 Each attack must leave this test process alive and no process of any slot uid running afterwards
-(checked by the autouse fixture). Backends the probe cannot run are skipped; the rlimit backend is
-opted into explicitly, and the attacks it is known not to stop (network, world-readable files)
-are skipped for it with that reason.
+(checked by the autouse fixture). A backend is skipped only when its tools are not installed; an
+installed backend that cannot run programs fails here (test_installed_backend_runs_the_probe names
+it). The rlimit backend is opted into explicitly, and the attacks it is known not to stop (network,
+world-readable files) are skipped for it with that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from rlft.sandbox import Limits, LocalSandbox, SandboxUnavailable, probe_backend
+from rlft.sandbox.backends import missing_tools
 from rlft.sandbox.procs import UID_SPAN, pids_of_uids, uid_base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,16 +32,14 @@ LIMITS = Limits(wall_s=1.5, cpu_s=1, memory_mb=256, file_size_mb=4, processes=16
 SLACK_S = 6.0  # generous: a GRPO run may share the two cores
 
 
-def _available(name: str) -> bool:
-    try:
-        return probe_backend(name, allow_unsafe=True) == name
-    except SandboxUnavailable:
-        return False
+def _not_installed(name: str) -> pytest.MarkDecorator:
+    """Skip a backend only when its tools are genuinely absent (never because its probe fails)."""
+    missing = missing_tools(name)
+    return pytest.mark.skipif(bool(missing), reason=f"{name} not installed: {', '.join(missing)} not on PATH")
 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="slot uids need root")
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not _available(b), reason=f"{b} unavailable"))
-            for b in ("bwrap", "unshare", "rlimit")]  # fmt: skip
+BACKENDS = [pytest.param(b, marks=_not_installed(b)) for b in ("bwrap", "unshare", "rlimit")]
 
 
 def slot_pids() -> list[int]:
@@ -64,6 +64,15 @@ def root_dir():
 @pytest.fixture(params=BACKENDS)
 def box(request, root_dir) -> LocalSandbox:
     return LocalSandbox(request.param, LIMITS, root_dir=str(root_dir), allow_unsafe=True)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_installed_backend_runs_the_probe(name):
+    try:
+        got = probe_backend(name, allow_unsafe=True)
+    except SandboxUnavailable as e:
+        pytest.fail(f"the {name} backend is installed but does not run the probe program: {e}")
+    assert got == name
 
 
 def run(box: LocalSandbox, code: str, **kw):

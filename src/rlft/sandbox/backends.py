@@ -1,7 +1,7 @@
 """Sandbox backends as command builders, strongest first, and the start-up probe.
 
-Every backend runs the program as a non-root slot uid (set by the launcher) under `prlimit`
-rlimits; they differ in the namespaces around it:
+Every backend runs the program as a non-root slot uid (set by the launcher, which must be root)
+under `prlimit` rlimits; they differ in the namespaces around it:
 
 - `bwrap`: bubblewrap with user, pid, net, ipc, uts (and cgroup) namespaces, only /usr read-only,
   a private size-capped tmpfs /tmp (the working dir), the program read-only at /sandbox, a cleared
@@ -11,6 +11,10 @@ rlimits; they differ in the namespaces around it:
   stays visible (read access as the slot uid), so world-readable files can be read.
 - `rlimit`: rlimits and the slot uid only; no namespaces. Not a security boundary: it runs only
   when explicitly allowed (`allow_unsafe=True` or RLFT_SANDBOX_ALLOW_UNSAFE=1).
+
+A launcher that is not root cannot switch to slot uids: it is refused (SandboxUnavailable) unless
+the user opts into same-uid mode (`allow_same_uid=True` or RLFT_SANDBOX_ALLOW_SAME_UID=1), where
+programs run as the invoking user with no process limit and no sweep of leftovers by uid.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlft.sandbox import procs
 from rlft.sandbox.result import Limits
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 BACKENDS: tuple[str, ...] = ("bwrap", "unshare", "rlimit")
 PYTHON = "/usr/bin/python3"
 UNSAFE_ENV = "RLFT_SANDBOX_ALLOW_UNSAFE"
+SAME_UID_ENV = "RLFT_SANDBOX_ALLOW_SAME_UID"
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -106,9 +112,35 @@ def full_command(backend: str, workdir: Path, limits: Limits, script: str, set_n
     ]
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def allow_unsafe_from_env() -> bool:
     """The user's opt-in to the rlimit-only backend through the environment."""
-    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return _env_flag(UNSAFE_ENV)
+
+
+def allow_same_uid_from_env() -> bool:
+    """The user's opt-in (when not root) to running programs as the invoking user."""
+    return _env_flag(SAME_UID_ENV)
+
+
+def uses_slot_uids(allow_same_uid: bool | None) -> bool:
+    """True when programs run as slot uids (the launcher is root); False in the same-uid mode a
+    non-root user opted into (`allow_same_uid`, default from RLFT_SANDBOX_ALLOW_SAME_UID). Raises
+    SandboxUnavailable for a non-root launcher without that opt-in."""
+    if procs.can_switch_uid():
+        return True
+    allowed = allow_same_uid_from_env() if allow_same_uid is None else allow_same_uid
+    if not allowed:
+        raise SandboxUnavailable(
+            f"the sandbox runs each program as a private non-root slot uid, which needs root (this "
+            f"process has uid {os.geteuid()}); run as root, or opt into the weaker same-uid mode "
+            f"(programs run as this user, with no process limit and no sweep of leftover processes) "
+            f"with {SAME_UID_ENV}=1 or allow_same_uid=True"
+        )
+    return False
 
 
 def missing_tools(backend: str) -> list[str]:

@@ -38,7 +38,10 @@ class LocalSandbox:
         limits: Limits | None = None,
         root_dir: str | None = None,
         allow_unsafe: bool | None = None,
+        allow_same_uid: bool | None = None,
     ):
+        """`allow_unsafe` opts into the rlimit backend, `allow_same_uid` (when not root) into running
+        programs as this user; both default to their RLFT_SANDBOX_ALLOW_* environment variables."""
         if backend not in backends.BACKENDS:
             raise ValueError(f"unknown sandbox backend '{backend}'")
         unsafe = backends.allow_unsafe_from_env() if allow_unsafe is None else allow_unsafe
@@ -48,9 +51,14 @@ class LocalSandbox:
         self.root_dir = root_dir
         if root_dir is not None:
             check_traversable(Path(root_dir))
-        self.switch_uid = procs.can_switch_uid()
+        self.switch_uid = backends.uses_slot_uids(allow_same_uid)  # refuses non-root without opt-in
         if not self.switch_uid:
-            log.warning("not running as root: programs run as this user and RLIMIT_NPROC is not set")
+            log.warning(
+                "sandbox same-uid mode (%s): not root, so programs run as this user (uid %d), with no "
+                "process limit (RLIMIT_NPROC) and no sweep of leftover processes by uid",
+                backends.SAME_UID_ENV,
+                os.geteuid(),
+            )
 
     def run(
         self,
