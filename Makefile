@@ -8,7 +8,10 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup system-deps demo test lint clean
+# two pytest-xdist workers (one per core); tests sharing a module's runs stay on one worker
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+.PHONY: setup system-deps demo test test-fast lint clean
 
 setup: $(STAMP) system-deps
 
@@ -33,7 +36,11 @@ demo: setup
 	$(BIN)/rlft rl --config configs/demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q -x tests
+	$(PYTEST) tests
+
+# the edit loop: unit tests and the quick integration tests (no torchrun, chaos or slow ones)
+test-fast: setup
+	$(PYTEST) -m "not distributed and not chaos and not slow" tests/unit tests/integration
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -16,6 +16,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# each pytest-xdist worker (make test: -n 2) sandboxes programs under its own range of slot uids:
+# the sandbox tests assert that no slot-uid process outlives a run, which the other worker's runs
+# would otherwise break
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw"):
+    os.environ["RLFT_SANDBOX_UID_BASE"] = str(61000 + 256 * (1 + int(_worker[2:])))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -25,6 +31,16 @@ torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "grpo_tiny.yaml"
 EXAMPLE_REWARDS = REPO_ROOT / "examples" / "rewards.py"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs on two pytest-xdist workers (--dist loadgroup): tests that share a
+    module-scoped fixture (runs made once per module) stay together on one worker."""
+    for item in items:
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d.scope == "module" for ds in defs.values() for d in ds):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session", autouse=True)
