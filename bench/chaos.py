@@ -85,7 +85,7 @@ def logged_metrics(out: Path) -> list[dict]:
 
 
 def newest_step(ckpt_root: Path) -> int:
-    from rlft.checkpoint import complete_checkpoints
+    from rlft.runtime.checkpoint import complete_checkpoints
 
     found = complete_checkpoints(ckpt_root)
     return found[-1][0] if found else 0
@@ -96,7 +96,7 @@ def assert_loadable(ckpt_root: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from rlft.checkpoint import latest_checkpoint
+    from rlft.runtime.checkpoint import latest_checkpoint
 
     path = latest_checkpoint(ckpt_root)
     if path is None:

@@ -25,9 +25,9 @@ def w_prompts(tok, n: int) -> list[list[int]]:
     """Token ids of workload W's first n prompts (configs/bench_w.yaml's data section)."""
     import tempfile
 
-    from rlft.config import load_config
+    from rlft.config.loader import load_config
+    from rlft.config.rl import RLConfig
     from rlft.data.prompts import load_prompt_examples
-    from rlft.schema.rl import RLConfig
 
     cfg = load_config(RLConfig, str(REPO / "configs" / "bench_w.yaml"), [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,7 +38,7 @@ def w_prompts(tok, n: int) -> list[list[int]]:
 def time_backend(gen, ids, params, samples: int, seed: int) -> tuple[float, int]:
     import torch
 
-    from rlft.perf import sync_device
+    from rlft.telemetry.perf import sync_device
 
     torch.manual_seed(seed)
     sync_device()
@@ -57,7 +57,7 @@ class _Unfused:
         self.inner = HFGenerator(model, tok, batch, packed=False)
 
     def generate(self, *args):
-        from rlft.onednn import packed_linears
+        from rlft.accel.packed import packed_linears
 
         with packed_linears(self.inner.model, fuse_siblings=False):
             return self.inner.generate(*args)
@@ -79,7 +79,7 @@ def _generator(name: str, model, tok, batch: int):
 def main() -> None:
     import torch
 
-    from rlft.models import load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
+    from rlft.models.load import load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
     from rlft.rollout.base import SamplingParams
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,5 +1,5 @@
 """aten's fp32 matmul (MKL) against oneDNN's on the linear layers of SmolLM2-135M, side by side
-in one process: the evidence for rlft.onednn. Weights are 30 layers' worth of distinct matrices,
+in one process: the evidence for rlft.accel.onednn. Weights are 30 layers' worth of distinct matrices,
 cycled, so decode rows read them from memory as a real decode step does.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/onednn_linear.py
@@ -16,11 +16,11 @@ import time
 import torch
 from torch.nn.functional import linear
 
-from rlft.onednn import onednn_matmul, pack_linear
+from rlft.accel.onednn import onednn_matmul, pack_linear
 
 # [out, in] of one SmolLM2-135M layer: q, k, v, o, gate, up, down
 LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
-# the same layer with siblings stacked (rlft.onednn_siblings): q+k+v, o, gate+up, down
+# the same layer with siblings stacked (rlft.accel.onednn_siblings): q+k+v, o, gate+up, down
 STACKED = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
 LM_HEAD = (49152, 576)
 

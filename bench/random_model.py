@@ -23,7 +23,7 @@ def build(size: str, tokenizer: str, out: str, seed: int = 0) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rlft.models import load_tokenizer, resolve_model_path
+    from rlft.models.load import load_tokenizer, resolve_model_path
 
     tok = load_tokenizer(resolve_model_path(tokenizer))
     shape = dict(SIZES[size])

@@ -36,8 +36,8 @@ from rlhf_gold import gold_score, gold_utility  # noqa: E402
 
 
 def demo_prompts(n: int, seed: int) -> list[dict]:
+    from rlft.config.common import ArithmeticConfig
     from rlft.data.arithmetic import train_rows
-    from rlft.schema.common import ArithmeticConfig
 
     stream = train_rows(ArithmeticConfig(ops=["+", "*"], heldout_fraction=0.3, heldout_size=200), seed)
     return [{**next(stream), "id": f"p{i}"} for i in range(n)]
@@ -48,7 +48,7 @@ def sample_responses(
 ) -> None:
     """k responses per row from one policy (T=1.0), written as candidate rows."""
     from rlft.data.prompts import chat_text
-    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlft.models.load import load_causal_lm, load_tokenizer, resolve_model_path
     from rlft.rollout.base import SamplingParams, make_generator
 
     path = resolve_model_path(model_path)
@@ -136,8 +136,8 @@ def accuracy_by_pair_kind(rankings: Path, rm_dir: Path, heldout_fraction: float)
     rule (correctness: one right, one wrong; or only conciseness) and by whether both responses
     come from the same policy (with --extra-policy, style alone could tell policies apart)."""
     from rlft.data.preferences import ranked_pairs, read_preferences, split_by_prompt
-    from rlft.models import load_tokenizer
-    from rlft.reward_models import load_reward_model, score_texts
+    from rlft.models.load import load_tokenizer
+    from rlft.models.reward_model import load_reward_model, score_texts
     from rlft.rewards.builtin import numeric_answer
 
     _, held = split_by_prompt(read_preferences(str(rankings)), heldout_fraction)

@@ -1,12 +1,12 @@
 """W's policy update (forward + backward of the logprobs of 8 prompts x 4 responses) timed A/B in one
-process: the working tree's `rlft.forward` against another version of that file, steps interleaved
+process: the working tree's `rlft.models.logprobs` against another version of that file, steps interleaved
 (A, B, B, A, ...), so a noisy machine slows both alike. On these shared 2-core machines identical
 runs differ by ~10%, and `rlft bench` alone cannot show a 5-10% change; this can.
 
-    git show HEAD~1:src/rlft/forward.py > /tmp/forward_before.py
+    git show HEAD~1:src/rlft/models/logprobs.py > /tmp/forward_before.py
     THP_MEM_ALLOC_ENABLE=1 .venv/bin/python bench/update_ab.py --other /tmp/forward_before.py
 
-The other file is imported with the rest of the package as it is now (rlft.ops, rlft.models...).
+The other file is imported with the rest of the package as it is now (rlft.ops, rlft.models.load...).
 Batch: W's shape with random tokens: 8 prompts of 41 tokens, 4 responses each, lengths drawn
 uniformly in 12..64 (mean ~38, like W's), the update's call (entropy on, shared prompts, buckets).
 """
@@ -33,12 +33,12 @@ def w_shaped_batch(vocab: int, seed: int = 1):
 
 
 def main() -> None:
-    import rlft.forward
-    from rlft.models import load_causal_lm, resolve_model_path
-    from rlft.onednn import onednn_linears
+    import rlft.models.logprobs
+    from rlft.accel.onednn import onednn_linears
+    from rlft.models.load import load_causal_lm, resolve_model_path
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--other", required=True, help="another version of src/rlft/forward.py")
+    ap.add_argument("--other", required=True, help="another version of src/rlft/models/logprobs.py")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--buckets", type=int, default=4, help="train.length_buckets")
@@ -56,7 +56,7 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    versions = {"working tree": rlft.forward, args.other: other}
+    versions = {"working tree": rlft.models.logprobs, args.other: other}
     times: dict[str, list[float]] = {name: [] for name in versions}
     with onednn_linears(model):
         for module in versions.values():

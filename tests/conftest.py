@@ -53,7 +53,7 @@ def rlft_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path(rlft_cache: Path) -> str:
-    from rlft.models import resolve_model_path
+    from rlft.models.load import resolve_model_path
 
     path = resolve_model_path("tiny-random-llama")
     assert Path(path).is_relative_to(rlft_cache)
@@ -62,7 +62,7 @@ def tiny_model_path(rlft_cache: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_tok(tiny_model_path: str):
-    from rlft.models import load_tokenizer
+    from rlft.models.load import load_tokenizer
 
     return load_tokenizer(tiny_model_path)
 
@@ -70,7 +70,7 @@ def tiny_tok(tiny_model_path: str):
 @pytest.fixture
 def tiny_model(tiny_model_path: str):
     """A fresh copy of the tiny model for each test (tests may train it)."""
-    from rlft.models import load_causal_lm
+    from rlft.models.load import load_causal_lm
 
     return load_causal_lm(tiny_model_path)
 
@@ -78,8 +78,8 @@ def tiny_model(tiny_model_path: str):
 def tiny_rl_config(out_dir: Path, *overrides: str):
     """configs/grpo_tiny.yaml with output_dir in tmp, no progress bar / TensorBoard / eval, and the
     example plugin reward referenced by absolute path (independent of the working directory)."""
-    from rlft.config import build, load_yaml, merge_overrides
-    from rlft.schema.rl import RLConfig
+    from rlft.config.loader import build, load_yaml, merge_overrides
+    from rlft.config.rl import RLConfig
 
     data = load_yaml(TINY_CONFIG)
     for spec in data.get("rewards", []):

@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 
 
 def train_rl(config: Any, reward_fns: Any = None) -> dict[str, Any]:
-    """Run RL (see rlft.loops.rl.train_rl). `config` is an RLConfig, a YAML path or a dict."""
-    from rlft.config import build
-    from rlft.loops.rl import train_rl as _train_rl
-    from rlft.schema.rl import RLConfig
+    """Run RL (see rlft.rl.loop.train_rl). `config` is an RLConfig, a YAML path or a dict."""
+    from rlft.config.loader import build
+    from rlft.config.rl import RLConfig
+    from rlft.rl.loop import train_rl as _train_rl
 
     if isinstance(config, str):
         config = load_rl_config(config)
@@ -24,8 +24,8 @@ def train_rl(config: Any, reward_fns: Any = None) -> dict[str, Any]:
 
 
 def load_rl_config(path: str | None = None, overrides: list[str] | None = None) -> Any:
-    from rlft.config import load_config
-    from rlft.schema.rl import RLConfig
+    from rlft.config.loader import load_config
+    from rlft.config.rl import RLConfig
 
     return load_config(RLConfig, path, overrides or [])
 

@@ -1,5 +1,5 @@
 import sys
 
-from rlft.cli import main
+from rlft.cli.main import main
 
 sys.exit(main())

@@ -3,7 +3,7 @@ tokens/s; whole-step model-FLOPs utilisation against a matmul peak measured befo
 run (the higher); peak RSS.
 
 Step 1 is a warm-up (allocator, first-call overheads) and is left out of the medians when N > 1.
-Model FLOPs follow `rlft.perf.step_flops` (2 N per token and no-grad pass, generation included;
+Model FLOPs follow `rlft.telemetry.perf.step_flops` (2 N per token and no-grad pass, generation included;
 6 N per trained token); MFU = sum of FLOPs / (sum of step seconds x peak FLOP/s).
 """
 
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rlft.perf import matmul_peak_flops, mfu, peak_device_memory_mib, peak_rss_mib
+from rlft.telemetry.perf import matmul_peak_flops, mfu, peak_device_memory_mib, peak_rss_mib
 
 PEAK_REPEATS = 10  # matmuls per peak measurement, taken before and after the run
 PHASES = ("generate", "reward", "old_logprobs", "ref_logprobs", "values", "update", "optimizer", "sync")
@@ -64,7 +64,7 @@ def matmul_peaks(size: int, dtype: Any, device: Any) -> dict[str, float]:
     oneDNN's for fp32 on a CPU that has it. MFU is reported against the best of them."""
     import torch
 
-    from rlft.onednn import onednn_linear_available
+    from rlft.accel.onednn import onednn_linear_available
 
     peaks = {"aten": matmul_peak_flops(size, PEAK_REPEATS, dtype, device)}
     if device.type == "cpu" and dtype == torch.float32 and onednn_linear_available():
@@ -84,11 +84,11 @@ def run_bench(config: str, overrides: list[str], steps: int, output_dir: str | N
     `output_dir`), and summarize them."""
     import torch
 
-    from rlft.config import load_config
-    from rlft.loops.rl import train_rl
-    from rlft.metrics import read_jsonl_records
-    from rlft.models import resolve_device
-    from rlft.schema.rl import RLConfig
+    from rlft.config.loader import load_config
+    from rlft.config.rl import RLConfig
+    from rlft.models.load import resolve_device
+    from rlft.rl.loop import train_rl
+    from rlft.telemetry.metrics import read_jsonl_records
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")

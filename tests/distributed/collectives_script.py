@@ -1,4 +1,4 @@
-"""Run by test_collectives.py under torchrun (2 ranks): applies rlft.distributed's helpers to
+"""Run by test_collectives.py under torchrun (2 ranks): applies rlft.dist.ranks's helpers to
 small rank-dependent inputs and writes what each rank got to OUT/rank-<r>.json."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from rlft.distributed import (
+from rlft.dist.ranks import (
     init_distributed,
     on_global_rows,
     rank,

@@ -1,4 +1,4 @@
-"""rlft.distributed's helpers on 2 ranks (torchrun, gloo), against values worked out by hand."""
+"""rlft.dist.ranks's helpers on 2 ranks (torchrun, gloo), against values worked out by hand."""
 
 from __future__ import annotations
 

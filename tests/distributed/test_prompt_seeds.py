@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlft.loops.rl_collect import prompt_seeds
+from rlft.rl.collect import prompt_seeds
 from rlft.rollout.base import SamplingParams
 from rlft.rollout.hf import HFGenerator
 

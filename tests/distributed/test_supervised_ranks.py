@@ -119,9 +119,9 @@ def runs(tmp_path_factory, tiny_model_path, data) -> Callable[..., Path]:
 def _preference_passes(path: Path, seed: int = 0) -> list[tuple[int, int]]:
     """Forward passes of rank 0 and rank 1 in each of the 4 steps of a 2-rank rm / dpo run: the
     loop's stream (PromptStream over the training rankings, 4 per step) split in halves, each
-    half packed by rlft.loops.preference_run.microbatches."""
+    half packed by rlft.train.preference_data.microbatches."""
     from rlft.data.prompts import PromptStream
-    from rlft.loops.preference_run import load_split, microbatches
+    from rlft.train.preference_data import load_split, microbatches
 
     cfg = SimpleNamespace(path=str(path), heldout_path="", heldout_fraction=0.25, prompt_field="prompt")
     train, _ = load_split(cfg)

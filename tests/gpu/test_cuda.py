@@ -15,13 +15,14 @@ import torch
 import rlft
 from rlft.algorithms import get_algorithm
 from rlft.batch import ScoredBatch
+from rlft.config.rl import AlgoConfig
 from rlft.data.prompts import PromptExample
-from rlft.loops.rl_update import NonFiniteGuard, update_policy
-from rlft.models import load_causal_lm, resolve_device
+from rlft.models.load import load_causal_lm, resolve_device
+from rlft.rl.update import update_policy
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.hf import HFGenerator
-from rlft.schema.rl import AlgoConfig
+from rlft.runtime.guard import NonFiniteGuard
 
 pytestmark = [
     pytest.mark.gpu,

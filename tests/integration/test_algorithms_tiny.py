@@ -20,12 +20,13 @@ import rlft
 from rlft.algorithms.core import aggregation_weights
 from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import ALGORITHMS
-from rlft.forward import rollout_logprobs
-from rlft.loops.rl import RLState, rl_step
-from rlft.loops.rl_setup import setup_run
-from rlft.loops.rl_update import NonFiniteGuard, loss_mask, minibatch_step
+from rlft.config.rl import AlgoConfig
+from rlft.models.logprobs import rollout_logprobs
+from rlft.rl.loop import RLState, rl_step
+from rlft.rl.setup import setup_run
+from rlft.rl.update import loss_mask, minibatch_step
 from rlft.rollout.base import Generations
-from rlft.schema.rl import AlgoConfig
+from rlft.runtime.guard import NonFiniteGuard
 
 SMALL = [
     "rollout.prompts_per_step=2",

@@ -16,14 +16,14 @@ import torch
 from run_support import read_metrics, saved_weights
 
 import rlft
-import rlft.loops.sft as sft_loop
-from rlft.config import build, merge_overrides
+import rlft.train.sft as sft_loop
+from rlft.config.loader import build, merge_overrides
+from rlft.config.sft import SFTConfig
 from rlft.data.rows import DataError
-from rlft.loops.rl_update import NonFiniteError
-from rlft.loops.sft import train_sft
 from rlft.rewards.builtin import numeric_answer
 from rlft.rewards.scoring import RewardError
-from rlft.schema.sft import SFTConfig
+from rlft.runtime.guard import NonFiniteError
+from rlft.train.sft import train_sft
 
 SMALL = [
     "rollout.prompts_per_step=2",

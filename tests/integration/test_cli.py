@@ -130,7 +130,7 @@ def test_an_error_reported_in_one_line_shows_its_traceback_on_request(cli, switc
     assert p.returncode == 2
     # the traceback reaches into the config loader, then the same one-line message
     assert p.stderr.startswith("Traceback (most recent call last):")
-    assert 'rlft/config.py", line' in p.stderr
+    assert 'rlft/config/loader.py", line' in p.stderr
     last = p.stderr.rstrip().splitlines()[-1]
     assert last == f"rlft check-config: error: {TINY}: 'train.steps' must be an integer, got 'abc'"
 

@@ -14,16 +14,16 @@ import pytest
 import torch
 from run_support import read_metrics, saved_weights
 
-from rlft.config import build, merge_overrides
-from rlft.schema.distill import DistillConfig
+from rlft.config.distill import DistillConfig
+from rlft.config.loader import build, merge_overrides
 
 BASE = ["log.progress=false", "log.tensorboard=false", "train.optim.warmup_steps=0", "train.eval_every=0"]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from rlft.students import make_layer_subset_student
-    from rlft.tiny import build_tiny_model
+    from rlft.models.students import make_layer_subset_student
+    from rlft.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("distill-models")
     teacher = build_tiny_model(root / "teacher4", seed=5, layers=4)
@@ -53,7 +53,7 @@ def _config(out: Path, models: dict[str, str], student: str, *overrides: str) ->
 def test_student_equal_to_teacher_has_exactly_zero_loss(mode, models, rows_path, tmp_path):
     """Same weights, same tokens: the divergence at every response position is exactly 0, which
     fails if the student's and teacher's logits were taken at shifted positions."""
-    from rlft.loops.distill_logits import train_logit_distill
+    from rlft.train.distill_logits import train_logit_distill
 
     data = [f"data.path={rows_path}"] if mode == "offline" else ["data.heldout_size=4"]
     cfg = _config(
@@ -72,8 +72,8 @@ def test_student_equal_to_teacher_has_exactly_zero_loss(mode, models, rows_path,
 def test_batched_divergence_matches_naive_per_example_kl(models, rows_path):
     """The loop's padded, microbatched forward KL equals a naive one: each example alone, full
     logits, position j predicting token j + 1, the completion's positions picked by hand."""
-    from rlft.loops.distill_logits import DistillExample, Models, divergence_sums, encode_completion_rows
-    from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.models.load import load_causal_lm, load_tokenizer
+    from rlft.train.distill_logits import DistillExample, Models, divergence_sums, encode_completion_rows
 
     tok = load_tokenizer(models["teacher"])
     m = Models(
@@ -102,7 +102,7 @@ def test_offline_forward_kl_distillation_lowers_heldout_kl(models, rows_path, tm
     """20 steps of offline forward-KL distillation into the every-other-layer student (built by
     the run itself from student_layers): the held-out KL, measured by the same function before
     and after, drops."""
-    from rlft.loops.distill_data import run_distill
+    from rlft.train.distill import run_distill
 
     cfg = _config(
         tmp_path, models, "subset", f"data.path={rows_path}", "data.heldout_fraction=0.25",
@@ -121,7 +121,7 @@ def test_offline_forward_kl_distillation_lowers_heldout_kl(models, rows_path, tm
 
 @pytest.mark.parametrize("mode", ["offline", "on_policy"])
 def test_resume_reproduces_the_straight_run(mode, models, rows_path, tmp_path):
-    from rlft.loops.distill_logits import train_logit_distill
+    from rlft.train.distill_logits import train_logit_distill
 
     common = [
         f"mode={mode}", f"data.path={rows_path}", "train.prompts_per_step=3", "train.microbatch_size=2",
@@ -150,7 +150,7 @@ def test_select_traces_by_hand():
     # sample 3 is truncated; so with drop_truncated: [0, 4]; without: [0, 3] (then the cap of 2)
     texts, scores = ["a", "b", "a", "c", "d"], [1.0, 0.0, 1.0, 1.0, 1.0]
     finished = [True, True, True, False, True]
-    from rlft.loops.distill_data import select_traces
+    from rlft.train.distill import select_traces
 
     assert select_traces(texts, scores, finished, keep_per_prompt=5, threshold=1.0) == [0, 4]
     assert select_traces(texts, scores, finished, 2, 1.0, drop_truncated=False) == [0, 3]
@@ -163,9 +163,9 @@ def first_char_even(prompt: str, completion: str, example: dict) -> float:
 
 
 def test_make_traces_writes_the_accepted_samples(models, tmp_path):
-    from rlft.loops.distill_data import make_traces, sample_teacher
-    from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.models.load import load_causal_lm, load_tokenizer
     from rlft.rollout.base import SamplingParams
+    from rlft.train.distill import make_traces, sample_teacher
 
     model, tok = load_causal_lm(models["teacher"]), load_tokenizer(models["teacher"])
     rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1), "_source": "x", "id": i} for i in range(6)]
@@ -194,8 +194,8 @@ def test_make_traces_writes_the_accepted_samples(models, tmp_path):
 
 def test_traces_mode_samples_then_fine_tunes_the_student(models, tmp_path):
     """run_distill(mode=traces): teacher traces on built-in arithmetic prompts, verified by a
-    plugin file verifier, then the SFT trainer on them (when rlft.loops.sft is available)."""
-    from rlft.loops.distill_data import run_distill
+    plugin file verifier, then the SFT trainer on them (when rlft.train.sft is available)."""
+    from rlft.train.distill import run_distill
 
     cfg = _config(
         tmp_path, models, "subset", "mode=traces", "student_layers=every_other",
@@ -208,7 +208,7 @@ def test_traces_mode_samples_then_fine_tunes_the_student(models, tmp_path):
     lines = (tmp_path / "traces.jsonl").read_text().splitlines()
     assert len(lines) == result["traces"]["kept"] > 0
     assert all(first_char_even("", json.loads(x)["completion"], {}) == 1.0 for x in lines)
-    if importlib.util.find_spec("rlft.loops.sft") is None:  # no SFT trainer: traces only
+    if importlib.util.find_spec("rlft.train.sft") is None:  # no SFT trainer: traces only
         assert result["steps"] == 0
         return
     assert result["steps"] == 2  # the SFT trainer ran on the traces
@@ -218,8 +218,8 @@ def test_traces_mode_samples_then_fine_tunes_the_student(models, tmp_path):
 def test_tiny_config_runs_on_policy_distillation(tmp_path):
     """configs/distill_tiny.yaml as shipped (2 steps): the student is cut from the teacher's layer
     0, samples completions, and the run leaves a loadable 1-layer final model."""
-    from rlft.config import load_config
-    from rlft.loops.distill_data import run_distill
+    from rlft.config.loader import load_config
+    from rlft.train.distill import run_distill
 
     config = Path(__file__).resolve().parents[2] / "configs" / "distill_tiny.yaml"
     cfg = load_config(DistillConfig, str(config), [f"output_dir={tmp_path}", "train.steps=2"])
@@ -237,9 +237,9 @@ def test_auto_layers_drop_the_block_that_changes_nothing(tmp_path, models, rows_
     # output and MLP down projections): h + 0 + 0 = h, so dropping the block 2-3 changes no output
     # and auto:2 must keep [0, 1] (not first + last, not every other); the calibration batch is
     # the teacher's own greedy answers
-    from rlft.config import ConfigError
-    from rlft.loops.distill_data import with_built_student
-    from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.config.loader import ConfigError
+    from rlft.models.load import load_causal_lm, load_tokenizer
+    from rlft.train.distill import with_built_student
 
     teacher = load_causal_lm(models["teacher"])
     with torch.no_grad():

@@ -11,12 +11,12 @@ import torch
 from run_support import read_metrics, saved_weights
 
 import rlft
-from rlft.checkpoint import save_checkpoint
-from rlft.config import ConfigError
-from rlft.loops.eval_models import EvalOptions, evaluate_models, rows_path_for
-from rlft.loops.rl_eval import PeriodicEval
-from rlft.models import load_causal_lm, load_tokenizer
-from rlft.tiny import build_tiny_model
+from rlft.config.loader import ConfigError
+from rlft.eval.compare import EvalOptions, evaluate_models, rows_path_for
+from rlft.models.load import load_causal_lm, load_tokenizer
+from rlft.models.tiny import build_tiny_model
+from rlft.rl.eval import PeriodicEval
+from rlft.runtime.checkpoint import save_checkpoint
 
 ROWS = [
     {"prompt": "What is 2 + 3?", "answer": "5"},

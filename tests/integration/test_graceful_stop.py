@@ -13,9 +13,9 @@ import time
 import pytest
 from tests.conftest import EXAMPLE_REWARDS, REPO_ROOT, TINY_CONFIG, tiny_rl_config
 
-from rlft.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
-from rlft.models import load_causal_lm
-from rlft.optim import make_optimizer
+from rlft.models.load import load_causal_lm
+from rlft.runtime.checkpoint import latest_checkpoint, load_checkpoint, rng_state, set_rng_state
+from rlft.runtime.optim import make_optimizer
 
 
 def _args(out, steps: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlft.forward import length_buckets_of, response_logprobs
+from rlft.models.logprobs import length_buckets_of, response_logprobs
 
 
 def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -65,15 +65,15 @@ def test_bucketed_logprobs_and_grads_equal_padded(tiny_model, tiny_tok, share_pr
 def test_head_on_real_tokens_equals_the_models_own_logits(tiny_model, tiny_tok, share_prompt, monkeypatch):
     # a plain-head model (Llama) runs its backbone and its LM head on real tokens only; any other
     # model returns logits from its own forward (logits_to_keep): the same logprobs and gradients
-    import rlft.forward
+    import rlft.models.logprobs
 
     ids, mask, t = _batch(len(tiny_tok))
     real = mask[:, -t:].bool()
     weights = torch.randn(real.shape, generator=torch.Generator().manual_seed(2))
-    assert type(tiny_model).__name__ in rlft.forward.PLAIN_HEAD_MODELS
+    assert type(tiny_model).__name__ in rlft.models.logprobs.PLAIN_HEAD_MODELS
     results = []
-    for plain in (rlft.forward.PLAIN_HEAD_MODELS, frozenset()):
-        monkeypatch.setattr(rlft.forward, "PLAIN_HEAD_MODELS", plain)
+    for plain in (rlft.models.logprobs.PLAIN_HEAD_MODELS, frozenset()):
+        monkeypatch.setattr(rlft.models.logprobs, "PLAIN_HEAD_MODELS", plain)
         tiny_model.zero_grad()
         logprobs, entropy = response_logprobs(tiny_model, ids, mask, t, True, share_prompt, 2)
         (logprobs * weights).sum().backward()

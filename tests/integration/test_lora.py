@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import rlft
-import rlft.loops.rl
-from rlft.checkpoint import load_model_weights
-from rlft.forward import response_logprobs
-from rlft.models import AdaptersOff, add_lora, is_peft, load_causal_lm
+import rlft.rl.loop
+from rlft.models.load import AdaptersOff, add_lora, is_peft, load_causal_lm
+from rlft.models.logprobs import response_logprobs
+from rlft.runtime.checkpoint import load_model_weights
 
 SMALL = [
     "rollout.prompts_per_step=2",
@@ -83,15 +83,15 @@ def test_lora_final_equals_the_adapted_policy(
     ids = torch.tensor([tiny_tok(text + answer, add_special_tokens=False)["input_ids"]])
     mask, n = torch.ones_like(ids), len(answer)  # one token per character
     adapted = {}
-    save_final = rlft.loops.rl.save_final
+    save_final = rlft.rl.loop.save_final
 
-    def capture_then_save(parts, out_dir):
+    def capture_then_save(model, tok, out_dir):
         # the policy as trained: the PEFT model, adapters on, just before the final save merges it
-        assert is_peft(parts.model)
-        adapted["logprobs"] = _logprobs(parts.model, ids, mask, n)
-        return save_final(parts, out_dir)
+        assert is_peft(model)
+        adapted["logprobs"] = _logprobs(model, ids, mask, n)
+        return save_final(model, tok, out_dir)
 
-    monkeypatch.setattr(rlft.loops.rl, "save_final", capture_then_save)
+    monkeypatch.setattr(rlft.rl.loop, "save_final", capture_then_save)
 
     def spread(prompt, completion, example):  # almost never equal over a group: a real gradient
         return float(sum(map(ord, completion)) % 5)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from rlft.data.sft import SFTExample, assistant_mask, padded_batch
-from rlft.forward import response_logprobs
-from rlft.loops.sft import token_ce_sum
+from rlft.models.logprobs import response_logprobs
 from rlft.rollout.assemble import pack_prompt_response
+from rlft.train.sft import token_ce_sum
 
 
 def test_rl_response_mask_keeps_eos_when_pad_is_eos(tiny_model, tiny_tok):

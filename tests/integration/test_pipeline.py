@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rlft.loops.pipeline import StageFailed, run_logged, run_pipeline
-from rlft.schema.pipeline import load_pipeline_config
+from rlft.config.pipeline import load_pipeline_config
+from rlft.pipeline import StageFailed, run_logged, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = {  # every kind's key metric, so each stage row must pick its own

@@ -12,16 +12,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from rlft.algorithms import get_algorithm
 from rlft.algorithms.core import kl_k3
 from rlft.batch import ScoredBatch
+from rlft.config.rl import AlgoConfig, TRPOConfig, ValueConfig
 from rlft.data.prompts import PromptExample
-from rlft.forward import response_logits, rollout_logprobs
-from rlft.loops import rl_trpo
-from rlft.loops.rl_trpo import _fisher_vector_product, trpo_update
-from rlft.loops.rl_update import NonFiniteGuard, minibatch_step, update_policy
+from rlft.models.critic import TrunkHeadCritic, response_values, rollout_values
+from rlft.models.logprobs import response_logits, rollout_logprobs
 from rlft.ops import masked_mean, position_ids_from_mask
+from rlft.rl import trpo as rl_trpo
+from rlft.rl.trpo import _fisher_vector_product, trpo_update
+from rlft.rl.update import minibatch_step, update_policy
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
-from rlft.schema.rl import AlgoConfig, TRPOConfig, ValueConfig
-from rlft.value import TrunkHeadCritic, response_values, rollout_values
+from rlft.runtime.guard import NonFiniteGuard
 
 PROMPTS = ["What is 2 + 3?", "Hi", "What is 10 * 12?", "7-1?"]
 RESPONSES = ["5", "3", "12", "66"]  # + EOS on the first three: lengths 2, 2, 3, 2 (9 tokens), T = 3

@@ -14,8 +14,8 @@ from run_support import read_metrics
 def test_cli_rm_train_without_subcommand_then_score(cli, tmp_path, tiny_model_path):
     import yaml
 
-    from rlft.models import load_tokenizer
-    from rlft.reward_models import load_reward_model, score_texts
+    from rlft.models.load import load_tokenizer
+    from rlft.models.reward_model import load_reward_model, score_texts
 
     data = write_jsonl(tmp_path / "prefs.jsonl", mixed_rows())
     out = tmp_path / "rm"

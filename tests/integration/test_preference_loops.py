@@ -13,9 +13,9 @@ import torch
 from preference_support import mixed_rows, write_jsonl
 from run_support import read_metrics, saved_weights
 
-from rlft.config import build, merge_overrides
+from rlft.config.loader import build, merge_overrides
+from rlft.config.preference import DPOConfig, RMConfig
 from rlft.data.preferences import Ranked
-from rlft.schema.preference import DPOConfig, RMConfig
 
 BASE = ["log.progress=false", "log.tensorboard=false", "train.optim.warmup_steps=0"]
 
@@ -32,14 +32,14 @@ def _config(cls, out: Path, model_path: str, data: Path, *overrides: str):
 
 @pytest.fixture
 def rm_tok(tiny_model_path):
-    from rlft.models import load_tokenizer
+    from rlft.models.load import load_tokenizer
 
     return load_tokenizer(tiny_model_path, padding_side="right")
 
 
 @pytest.fixture
 def tiny_rm(tiny_model_path, rm_tok):
-    from rlft.reward_models import load_reward_model
+    from rlft.models.reward_model import load_reward_model
 
     torch.manual_seed(0)
     return load_reward_model(tiny_model_path, rm_tok).eval()
@@ -49,7 +49,7 @@ def tiny_rm(tiny_model_path, rm_tok):
 
 
 def test_sequence_scores_ignore_padding_side_and_pad_id(tiny_rm, rm_tok):
-    from rlft.reward_models import right_pad, sequence_scores
+    from rlft.models.reward_model import right_pad, sequence_scores
 
     seqs = [
         rm_tok(t, add_special_tokens=False)["input_ids"]
@@ -85,8 +85,8 @@ def test_sequence_scores_ignore_padding_side_and_pad_id(tiny_rm, rm_tok):
 
 
 def _rankings(tok):
-    from rlft.loops.preference_run import encode_rankings
-    from rlft.schema.preference import PreferenceDataConfig
+    from rlft.config.preference import PreferenceDataConfig
+    from rlft.train.preference_data import encode_rankings
 
     rows = [
         Ranked("Name a colour.", ("red", "table"), (0, 1), margin=0.5),
@@ -102,9 +102,9 @@ def _rankings(tok):
     [("bradley_terry", 0.0), ("bradley_terry", 0.5), ("plackett_luce", 0.0)],
 )
 def test_ranking_loss_gradients_do_not_depend_on_microbatching(tiny_rm, rm_tok, loss, centering):
-    from rlft.loops.preference_run import microbatches
-    from rlft.loops.reward_model import chunk_scores, ranking_loss
-    from rlft.schema.preference import RewardLossConfig
+    from rlft.config.preference import RewardLossConfig
+    from rlft.train.preference_data import microbatches
+    from rlft.train.reward_model import chunk_scores, ranking_loss
 
     cfg = RewardLossConfig(loss=loss, use_margin=True, centering_coef=centering)
     batch = _rankings(rm_tok)
@@ -133,8 +133,8 @@ def test_first_step_loss_and_grad_norm_do_not_depend_on_microbatch_size(tmp_path
     # the trainers' own backward closures: 16 responses per step in one forward pass vs. chunks of
     # at most 3 (one ranking each); the logged loss and the pre-clip gradient norm of step 1 (same
     # weights, same batch) must agree, i.e. each chunk is scaled by 1 / rankings-per-step
-    from rlft.loops.dpo import train_dpo
-    from rlft.loops.reward_model import train_reward_model
+    from rlft.train.dpo import train_dpo
+    from rlft.train.reward_model import train_reward_model
 
     cls, train_fn, key = (RMConfig, train_reward_model, "loss/reward_model")
     if kind == "dpo":
@@ -164,7 +164,7 @@ def test_first_step_loss_and_grad_norm_do_not_depend_on_microbatch_size(tmp_path
 
 
 def test_microbatches_pack_whole_rankings():
-    from rlft.loops.preference_run import EncodedRanking, microbatches
+    from rlft.train.preference_data import EncodedRanking, microbatches
 
     def r(k):
         return EncodedRanking(Ranked("p", ("a",) * k, tuple(range(k))), ((1,),) * k, (0,) * k)
@@ -180,7 +180,7 @@ def test_microbatches_pack_whole_rankings():
 def test_total_steps_from_steps_or_epochs():
     from types import SimpleNamespace
 
-    from rlft.loops.preference_run import total_steps
+    from rlft.train.preference_data import total_steps
 
     def t(**kw):
         return SimpleNamespace(**{"steps": 0, "epochs": 1.0, "rankings_per_step": 4, **kw})
@@ -194,8 +194,8 @@ def test_total_steps_from_steps_or_epochs():
 @pytest.mark.parametrize("kind", ["rm", "dpo"])
 def test_all_tied_training_rankings_are_a_data_error(tmp_path, tiny_model_path, kind):
     from rlft.data.rows import DataError
-    from rlft.loops.dpo import train_dpo
-    from rlft.loops.reward_model import train_reward_model
+    from rlft.train.dpo import train_dpo
+    from rlft.train.reward_model import train_reward_model
 
     data = write_jsonl(
         tmp_path / "tied.jsonl", [{"prompt": "q", "responses": ["a", "b"], "ranking": [[0, 1]]}]
@@ -217,9 +217,9 @@ def test_all_tied_training_rankings_are_a_data_error(tmp_path, tiny_model_path, 
 def test_reward_model_final_is_hf_loadable_and_scores_like_the_trained_model(tmp_path, tiny_model_path):
     from transformers import AutoModelForSequenceClassification
 
-    from rlft.loops.reward_model import train_reward_model
-    from rlft.models import load_tokenizer
-    from rlft.reward_models import score_texts
+    from rlft.models.load import load_tokenizer
+    from rlft.models.reward_model import score_texts
+    from rlft.train.reward_model import train_reward_model
 
     train = write_jsonl(tmp_path / "train.jsonl", mixed_rows())
     held_rows = [
@@ -284,7 +284,7 @@ def test_reward_model_final_is_hf_loadable_and_scores_like_the_trained_model(tmp
 
 
 def test_reward_model_learns_a_separable_preference(tmp_path, tiny_model_path):
-    from rlft.loops.reward_model import train_reward_model
+    from rlft.train.reward_model import train_reward_model
 
     topics = ["cats", "rain", "maths", "tea", "boats", "music", "snow", "bread", "stars", "trains"]
     rows = [{"prompt": f"Do you like {t}?", "chosen": "yes", "rejected": "no"} for t in topics]
@@ -347,7 +347,7 @@ def _resume_matches_straight_run(tmp_path, tiny_model_path, cls, train_fn, extra
 
 
 def test_reward_model_resume_reproduces_the_straight_run(tmp_path, tiny_model_path):
-    from rlft.loops.reward_model import train_reward_model
+    from rlft.train.reward_model import train_reward_model
 
     _resume_matches_straight_run(
         tmp_path, tiny_model_path, RMConfig, train_reward_model, ["train.optim.lr=1e-3"]
@@ -357,7 +357,7 @@ def test_reward_model_resume_reproduces_the_straight_run(tmp_path, tiny_model_pa
 def test_dpo_resume_reproduces_the_straight_run(tmp_path, tiny_model_path):
     # also proves the reference is the initial policy on resume, not the step-2 weights
     # (the loss at steps 3-4 depends on it)
-    from rlft.loops.dpo import train_dpo
+    from rlft.train.dpo import train_dpo
 
     _resume_matches_straight_run(tmp_path, tiny_model_path, DPOConfig, train_dpo, ["train.optim.lr=1e-3"])
 
@@ -373,7 +373,7 @@ def test_dpo_resume_reproduces_the_straight_run(tmp_path, tiny_model_path):
     ],
 )
 def test_dpo_first_logged_loss_is_at_the_reference(tmp_path, tiny_model_path, loss, expected):
-    from rlft.loops.dpo import train_dpo
+    from rlft.train.dpo import train_dpo
 
     data = write_jsonl(tmp_path / "prefs.jsonl", mixed_rows())
     out = tmp_path / loss

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 import rlft
 from rlft.algorithms.registry import ALGORITHMS, Algorithm, outcome_advantages, ppo_clip_loss
-from rlft.checkpoint import complete_checkpoints
-from rlft.loops.rl_update import NonFiniteError
+from rlft.runtime.checkpoint import complete_checkpoints
+from rlft.runtime.guard import NonFiniteError
 
 # 2 prompts x 4 samples = 8 sequences, 2 minibatches of 4 (so old logprobs and the shuffled
 # minibatch order are exercised too), 4 new tokens.
@@ -128,7 +128,7 @@ def test_eval_before_and_after_files(make_rl_config, tmp_path):
 
 
 def test_dict_config_and_config_errors(make_rl_config, tmp_path):
-    from rlft.config import ConfigError
+    from rlft.config.loader import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'algo.kl_coef'"):
         rlft.train_rl({"algo": {"kl_cof": 0.1}})
@@ -148,8 +148,8 @@ def test_cold_model_cache_does_not_change_the_run(make_rl_config, tmp_path, monk
 
 
 def test_prompt_limit_follows_the_model_context(make_rl_config, tmp_path, tiny_model):
-    from rlft.config import ConfigError
-    from rlft.loops.rl_setup import prompt_token_limit
+    from rlft.config.loader import ConfigError
+    from rlft.rl.setup import prompt_token_limit
 
     # the tiny model has 512 positions: 512 - 500 new tokens leaves 12 for the prompt,
     # below data.max_prompt_tokens = 512

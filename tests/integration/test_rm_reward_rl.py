@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import rlft
-from rlft.models import load_tokenizer
-from rlft.reward_models import load_reward_model, score_head, score_texts
+from rlft.models.load import load_tokenizer
+from rlft.models.reward_model import load_reward_model, score_head, score_texts
 
 # string and chat-message prompts; `answer` is the row's index, so each logged sample leads back
 # to its raw prompt (samples.jsonl records the templated prompt and the answer)

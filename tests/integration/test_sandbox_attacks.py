@@ -168,7 +168,7 @@ def test_environment_secrets_do_not_leak(box, monkeypatch):
 
 
 def test_home_dir_secret_is_unreadable(box):
-    secret = Path("/root/.rlft-test-secret")
+    secret = Path(f"/root/.rlft-test-secret-{os.getpid()}")  # unique: suites may run side by side
     secret.write_text("root-secret-456")
     try:
         res = run(box, f"print(open({str(secret)!r}).read())")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from run_support import read_metrics, saved_weights
 
-from rlft.config import build, load_yaml, merge_overrides
+from rlft.config.loader import build, load_yaml, merge_overrides
+from rlft.config.sft import SFTConfig, SFTDataConfig
 from rlft.data.sft import (
     SFTExample,
     encode_conversations,
@@ -21,8 +22,7 @@ from rlft.data.sft import (
     row_conversation,
     sft_batches,
 )
-from rlft.loops.sft import backward_token_mean, heldout_loss, train_sft
-from rlft.schema.sft import SFTConfig, SFTDataConfig
+from rlft.train.sft import backward_token_mean, heldout_loss, train_sft
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["log.progress=false", "log.tensorboard=false", "train.optim.warmup_steps=0"]

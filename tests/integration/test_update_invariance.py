@@ -9,12 +9,13 @@ import torch
 
 from rlft.algorithms import get_algorithm
 from rlft.batch import ScoredBatch
+from rlft.config.rl import AlgoConfig
 from rlft.data.prompts import PromptExample
-from rlft.forward import response_logprobs, rollout_logprobs
-from rlft.loops.rl_update import NonFiniteGuard, minibatch_step
+from rlft.models.logprobs import response_logprobs, rollout_logprobs
+from rlft.rl.update import minibatch_step
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
-from rlft.schema.rl import AlgoConfig
+from rlft.runtime.guard import NonFiniteGuard
 
 
 def _params(**kw):

@@ -18,10 +18,11 @@ pytest.importorskip("vllm")
 
 import torch  # noqa: E402
 
-from rlft.models import load_causal_lm, load_tokenizer  # noqa: E402
-from rlft.rollout.base import SamplingParams, make_generator  # noqa: E402
+from rlft.models.load import load_causal_lm, load_tokenizer  # noqa: E402
+from rlft.models.tiny import build_tiny_model  # noqa: E402
+from rlft.rollout.base import SamplingParams
+from rlft.rollout.factory import make_generator  # noqa: E402
 from rlft.rollout.hf import HFGenerator  # noqa: E402
-from rlft.tiny import build_tiny_model  # noqa: E402
 
 PROMPTS = ["What is 2 + 3?", "Hi", "What is 10 * 12?"]
 
@@ -103,9 +104,9 @@ def test_rl_step_syncs_the_engine_to_the_updated_policy(model_path, make_rl_conf
     # one GRPO step with the vllm backend and a large lr: afterwards the engine samples from the
     # updated weights (greedy = the HF backend on the trained module), not from the files it loaded
     from rlft.algorithms.kl_control import AdaptiveKLController
-    from rlft.loops.rl import RLState, rl_step
-    from rlft.loops.rl_setup import setup_run
-    from rlft.loops.rl_update import NonFiniteGuard
+    from rlft.rl.loop import RLState, rl_step
+    from rlft.rl.setup import setup_run
+    from rlft.runtime.guard import NonFiniteGuard
 
     cfg = make_rl_config(f"model.path={model_path}", "rollout.backend=vllm", "train.optim.lr=0.05")
     cfg, parts, generator, algo, terms, stream = setup_run(cfg)

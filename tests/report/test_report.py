@@ -8,7 +8,7 @@ import json
 import pytest
 from report_support import XSS_IMG, XSS_SCRIPT, make_run, synthetic_metrics, write_jsonl
 
-from rlft.config import ConfigError
+from rlft.config.loader import ConfigError
 from rlft.report import write_report
 from rlft.report.page import chosen_steps
 from rlft.report.plots import PANELS, Panel, panel_keys, render_panel

@@ -8,8 +8,8 @@ import re
 
 from report_support import make_run
 
-from rlft.diagnostics import empty_answer_frac
-from rlft.metrics import read_jsonl_records
+from rlft.telemetry.diagnostics import empty_answer_frac
+from rlft.telemetry.metrics import read_jsonl_records
 
 TINY = "configs/grpo_tiny.yaml"
 

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from rlft.alarms import (
+from rlft.config.rl import AlarmConfig
+from rlft.telemetry.alarms import (
     AlarmWatch,
     MetricHistory,
     as_number,
@@ -16,8 +17,7 @@ from rlft.alarms import (
     scan_alarms,
     standardized_rise,
 )
-from rlft.diagnostics import empty_answer_frac, has_empty_format
-from rlft.schema.rl import AlarmConfig
+from rlft.telemetry.diagnostics import empty_answer_frac, has_empty_format
 
 CFG = AlarmConfig(window=2, verifier_key="reward/numeric_answer")
 RISING = [0.0, 0.2, 0.8, 1.0]  # windows [0, .2] and [.8, 1]: means .1 -> .9, pvar .01 each: z = .8/.1 = 8

@@ -17,8 +17,8 @@ from rlft.algorithms.core import (
     token_level_rewards,
 )
 from rlft.algorithms.registry import ALGORITHMS, GLOBAL_DEFAULTS, AdvantageInputs, get_algorithm
-from rlft.loops.rl_collect import informative_groups
-from rlft.schema.rl import AlgoConfig
+from rlft.config.rl import AlgoConfig
+from rlft.rl.collect import informative_groups
 
 T, F = True, False
 

@@ -1,4 +1,4 @@
-"""rlft.rewards.answers (extraction, equivalence) and rlft.loops.evaluate (pass@k, majority vote)."""
+"""rlft.rewards.answers (extraction, equivalence) and rlft.eval.accuracy (pass@k, majority vote)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from rlft.loops.evaluate import majority_answer, pass_at_k, score_row
+from rlft.eval.accuracy import majority_answer, pass_at_k, score_row
 from rlft.rewards.answers import answers_equal, extract_answer, to_number
 from rlft.rewards.builtin import answer_format, numeric_answer
 

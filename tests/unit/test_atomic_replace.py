@@ -1,6 +1,7 @@
-"""Crash-safe directory replace (rlft.fsutil): a process SIGKILLed between any two steps of a replace
-(old aside, new in, old to trash) leaves a complete directory, old or new, never neither; loaders
-find it and the next replace (or checkpoint pruning) puts it back under its own name."""
+"""Crash-safe directory replace (rlft.runtime.atomic_fs): a process SIGKILLed between any two steps
+of a replace (old aside, new in, old to trash) leaves a complete directory, old or new, never
+neither; loaders find it and the next replace (or checkpoint pruning) puts it back under its own
+name."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from rlft.fsutil import ASIDE, atomic_directory, readable_dir, recover
-from rlft.models import resolve_model_path
+from rlft.models.load import resolve_model_path
+from rlft.runtime.atomic_fs import ASIDE, atomic_directory, readable_dir, recover
 
 # Replaces `target` with a dir holding weights=<content>, SIGKILLing itself after the Nth rename.
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from rlft.fsutil import atomic_directory
+from rlft.runtime.atomic_fs import atomic_directory
 
 target, kill_after, content = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 real_rename, renames = os.rename, []

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rlft.config import load_config
+from rlft.config.loader import load_config
+from rlft.config.rl import RLConfig
 from rlft.data.prompts import load_train_rows, to_messages
 from rlft.rewards.builtin import answer_tags_present, first_answer_int
-from rlft.schema.rl import RLConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_BENCH = ROOT.parent / "shared" / "bench"

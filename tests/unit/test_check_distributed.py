@@ -10,8 +10,8 @@ import re
 import pytest
 
 from rlft.algorithms import get_algorithm
-from rlft.config import ConfigError
-from rlft.loops import rl_setup
+from rlft.config.loader import ConfigError
+from rlft.rl import setup as rl_setup
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""rlft.checkpoint: round trip of weights / optimizer / scheduler / RNG, completeness, pruning."""
+"""rlft.runtime.checkpoint: round trip of weights / optimizer / scheduler / RNG, completeness, pruning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlft.checkpoint import (
+from rlft.config.common import OptimConfig
+from rlft.models.load import load_causal_lm
+from rlft.runtime.checkpoint import (
     COMPLETE,
     complete_checkpoints,
     latest_checkpoint,
@@ -18,9 +20,7 @@ from rlft.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from rlft.models import load_causal_lm
-from rlft.optim import make_optimizer
-from rlft.schema.common import OptimConfig
+from rlft.runtime.optim import make_optimizer
 
 OPT = OptimConfig(lr=1e-2, warmup_steps=3, lr_schedule="linear")
 

@@ -15,16 +15,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import rlft.checkpoint as ckpt_mod
-from rlft.checkpoint import (
+import rlft.runtime.checkpoint as ckpt_mod
+from rlft.config.common import OptimConfig
+from rlft.runtime.checkpoint import (
     CheckpointError,
     complete_checkpoints,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from rlft.optim import make_optimizer
-from rlft.schema.common import OptimConfig
+from rlft.runtime.optim import make_optimizer
 
 OPT = OptimConfig(lr=1e-2)
 

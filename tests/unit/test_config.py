@@ -1,4 +1,4 @@
-"""rlft.config: unknown keys with suggestions, type checks, YAML quirks, batch arithmetic."""
+"""rlft.config.loader: unknown keys with suggestions, type checks, YAML quirks, batch arithmetic."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rlft.config import ConfigError, build, load_config, merge_overrides, to_dict
-from rlft.loops.rl_setup import batch_arithmetic
-from rlft.schema.rl import RLConfig
+from rlft.config.loader import ConfigError, build, load_config, merge_overrides, to_dict
+from rlft.config.rl import RLConfig
+from rlft.rl.setup import batch_arithmetic
 
 
 def test_defaults_without_file():
@@ -175,8 +175,8 @@ def test_a_string_for_a_list_of_strings_becomes_a_one_item_list():
 def test_partial_nested_section_keeps_the_fields_own_defaults():
     # DPOConfig.train defaults to optim lr 5e-7 (not OptimConfig's class default 1e-5); overriding
     # only warmup_steps must keep that lr
-    from rlft.config import field_docs, load_config
-    from rlft.schema.preference import DPOConfig
+    from rlft.config.loader import field_docs, load_config
+    from rlft.config.preference import DPOConfig
 
     cfg = load_config(DPOConfig, None, ["train.optim.warmup_steps=1"])
     assert (cfg.train.optim.lr, cfg.train.optim.warmup_steps) == (5e-7, 1)

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from rlft.config.common import ArithmeticConfig, DataConfig
 from rlft.data import arithmetic
 from rlft.data.prompts import PromptExample, PromptStream, encode_prompts, load_train_rows
 from rlft.data.rows import DataError, read_rows
-from rlft.schema.common import ArithmeticConfig, DataConfig
 
 
 def _jsonl(tmp_path: Path, lines: list[bytes | str]) -> Path:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from rlft.config import ConfigError
+from rlft.config.common import DataConfig
+from rlft.config.loader import ConfigError
+from rlft.config.sft import SFTDataConfig
 from rlft.data.prompts import encode_prompts, load_prompt_examples
 from rlft.data.quarantine import REPORT_FILE, DataReport
 from rlft.data.rows import DataError
 from rlft.data.sft import load_conversations
-from rlft.schema.common import DataConfig
-from rlft.schema.sft import SFTDataConfig
 
 
 def _write(tmp_path: Path, lines: list[bytes | str], name: str = "d.jsonl") -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlft.config import ConfigError
-from rlft.distributed import auto_backend
-from rlft.models import resolve_device
+from rlft.config.loader import ConfigError
+from rlft.dist.ranks import auto_backend
+from rlft.models.load import resolve_device
 
 
 def test_resolve_device_names_and_errors(monkeypatch):
@@ -40,7 +40,7 @@ def test_auto_backend_uses_nccl_only_when_each_local_rank_has_a_gpu(monkeypatch)
 
 
 def test_fsdp2_on_cuda_without_nccl_is_refused_by_name():
-    from rlft.sharding import check_fsdp2_backend
+    from rlft.dist.sharding import check_fsdp2_backend
 
     check_fsdp2_backend("cuda", "cpu:gloo,cuda:nccl")  # one GPU per rank: fine
     check_fsdp2_backend("cpu", "gloo")  # CPU sharding runs on gloo
@@ -52,7 +52,7 @@ def test_finish_leaves_a_process_group_rlft_did_not_create(tmp_path):
     # an in-process vLLM engine makes its own one-process group; rlft's exit hook must not end it
     import torch.distributed as dist
 
-    from rlft import distributed
+    from rlft.dist import ranks as distributed
 
     store = dist.FileStore(str(tmp_path / "store"), 1)
     dist.init_process_group("gloo", store=store, rank=0, world_size=1)

@@ -1,4 +1,5 @@
-"""rlft.diagnostics on hand-made texts and token lists, and rollout_metrics on a hand-built batch."""
+"""rlft.telemetry.diagnostics on hand-made texts and token lists, and rollout_metrics on a
+hand-built batch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 
 from rlft.batch import Rollouts, ScoredBatch
-from rlft.diagnostics import (
+from rlft.config.rl import DiagnosticsConfig
+from rlft.rl.records import rollout_metrics
+from rlft.telemetry.diagnostics import (
     percentile,
     reflection_counts,
     repeated_ngram_frac,
@@ -14,8 +17,6 @@ from rlft.diagnostics import (
     think_text,
     think_words,
 )
-from rlft.loops.rl_records import rollout_metrics
-from rlft.schema.rl import DiagnosticsConfig
 
 PHRASES = ["wait", "let me check", "verify", "re-evaluate"]
 
@@ -125,7 +126,7 @@ def test_rollout_metrics_on_a_hand_built_batch():
 
 def test_approx_kl_old_to_new_in_every_gradient_family():
     from rlft.algorithms.registry import ALGORITHMS
-    from rlft.schema.rl import AlgoConfig
+    from rlft.config.rl import AlgoConfig
 
     algo = ALGORITHMS["grpo"]
     p = algo.resolve(AlgoConfig())

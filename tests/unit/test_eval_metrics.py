@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlft.loops.eval_models import check_model_dir, comparison_table, rows_path_for, summary_line
-from rlft.loops.evaluate import check_k_values, majority_answer, pass_at_k, score_row, summarize
+from rlft.eval.accuracy import check_k_values, majority_answer, pass_at_k, score_row, summarize
+from rlft.eval.compare import check_model_dir, comparison_table, rows_path_for, summary_line
 from rlft.rollout.base import Generations
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from rlft.loops.rl_update import NonFiniteError, NonFiniteGuard
-from rlft.models import DEFAULT_CHAT_TEMPLATE, prepare_tokenizer
-from rlft.tiny import build_tokenizer
+from rlft.models.load import DEFAULT_CHAT_TEMPLATE, prepare_tokenizer
+from rlft.models.tiny import build_tokenizer
+from rlft.runtime.guard import NonFiniteError, NonFiniteGuard
 
 
 def test_guard_skips_non_finite_and_resets_on_finite():

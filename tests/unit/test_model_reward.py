@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlft.config import build
+from rlft.config.loader import build
+from rlft.config.rl import RewardSpec, RLConfig
 from rlft.data.preferences import conversation_text as rm_text
-from rlft.reward_models import score_texts
+from rlft.models.reward_model import score_texts
 from rlft.rewards.model import ModelReward, ensemble_metrics, load_member
 from rlft.rewards.scoring import RewardError, RewardTerm, build_terms, score_completions
-from rlft.schema.rl import RewardSpec, RLConfig
 
 COMPLETIONS = ["4", "The answer is 5.", "", "5"]
 EXAMPLES = [{"prompt": "2+3="}, {"prompt": "2+3="}, {"prompt": "1+1="}, {"prompt": "2+3="}]
@@ -30,8 +30,8 @@ TEMPLATED = ["<|im_start|>user\nIGNORED<|im_end|>\n<|im_start|>assistant\n"] * 4
 
 def save_rm(base: str, target: Path, scale: float) -> str:
     """The tiny LM with a scalar head = scale * w, w ~ N(0, 1) from seed 5, saved as an RM dir."""
-    from rlft.models import load_tokenizer
-    from rlft.reward_models import load_reward_model, score_head
+    from rlft.models.load import load_tokenizer
+    from rlft.models.reward_model import load_reward_model, score_head
 
     tok = load_tokenizer(base, padding_side="right")
     model = load_reward_model(base, tok)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlft import models
+from rlft.models import load as models
 
 
 def test_missing_gguf_package_names_the_install_command(monkeypatch, tmp_path):

@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from rlft.models import cache_keyword
-from rlft.onednn import onednn_linear_available, onednn_linears, onednn_matmul, pack_linear, packed_linears
+from rlft.accel.onednn import (
+    onednn_linear_available,
+    onednn_linears,
+    onednn_matmul,
+    pack_linear,
+)
+from rlft.accel.packed import packed_linears
+from rlft.models.load import cache_keyword
 from rlft.rollout.kv_cache import ReservedLayer, reserved_cache
 
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="torch built without oneDNN")
@@ -195,10 +201,10 @@ def test_reserved_cache_refuses_to_overflow(tiny_model):
 @pytest.mark.parametrize("onednn", [True, False])
 def test_supervised_loops_follow_the_configs_model_section(onednn):
     # SFT/RM/DPO read model.onednn, distillation student.onednn (its teacher follows the student)
-    from rlft.onednn import onednn_for
-    from rlft.schema.common import ModelConfig
-    from rlft.schema.distill import DistillConfig
-    from rlft.schema.sft import SFTConfig
+    from rlft.accel.onednn import onednn_for
+    from rlft.config.common import ModelConfig
+    from rlft.config.distill import DistillConfig
+    from rlft.config.sft import SFTConfig
 
     model = ModelConfig(onednn=onednn)
     for cfg in (SFTConfig(model=model), DistillConfig(student=model)):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlft.onednn import _forwards_replaced, _qualifying, onednn_linear_available, packed_linears
-from rlft.onednn_siblings import SiblingLinears
+from rlft.accel.onednn import forwards_replaced, onednn_linear_available, qualifying_linears
+from rlft.accel.onednn_siblings import SiblingLinears
+from rlft.accel.packed import packed_linears
 
 pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="torch built without oneDNN")
 
@@ -40,9 +41,9 @@ def _seeded_block():
 
 
 def _fused(model):
-    modules = _qualifying((model,))
+    modules = qualifying_linears((model,))
     siblings = SiblingLinears(modules, batch_hint=4)
-    return siblings, _forwards_replaced(modules, siblings.forward_of)
+    return siblings, forwards_replaced(modules, siblings.forward_of)
 
 
 def test_siblings_are_learnt_from_the_first_forward_and_stacked_from_the_second():

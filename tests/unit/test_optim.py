@@ -1,12 +1,12 @@
-"""rlft.optim: LR multiplier for warm-up and constant / linear / cosine decay."""
+"""rlft.runtime.optim: LR multiplier for warm-up and constant / linear / cosine decay."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rlft.optim import lr_factor, make_optimizer
-from rlft.schema.common import OptimConfig
+from rlft.config.common import OptimConfig
+from rlft.runtime.optim import lr_factor, make_optimizer
 
 
 def test_warmup_is_linear_from_one_over_warmup():

@@ -1,4 +1,4 @@
-"""rlft.perf (laps, model FLOPs, MFU) and the `rlft bench` summary, on hand-computed examples."""
+"""rlft.telemetry.perf (laps, model FLOPs, MFU) and the `rlft bench` summary, on hand-computed examples."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from rlft.bench import checkpoints_written, summarize
-from rlft.cli import process_defaults
-from rlft.loops.rl import rollout_flops
-from rlft.perf import Laps, matmul_peak_flops, mfu, step_flops
+from rlft.cli.main import process_defaults
+from rlft.rl.loop import rollout_flops
+from rlft.telemetry.perf import Laps, matmul_peak_flops, mfu, step_flops
 
 
 def test_laps_split_moves_seconds_and_keeps_the_total() -> None:
@@ -53,7 +53,7 @@ def test_rollout_flops_counts_each_prompt_once_per_pass() -> None:
 @pytest.mark.parametrize("engine", ["aten", "onednn"])
 def test_matmul_peak_is_a_positive_rate(engine: str) -> None:
     # 64^3 matmul: 2 * 64^3 = 524_288 FLOPs; any machine does it in well under a second
-    from rlft.onednn import onednn_linear_available
+    from rlft.accel.onednn import onednn_linear_available
 
     if engine == "onednn" and not onednn_linear_available():
         pytest.skip("torch built without oneDNN")
@@ -107,7 +107,7 @@ def test_summarize_one_step_uses_it() -> None:
 
 
 HUGE_PAGE_PROBE = (
-    "import re, rlft.cli; rlft.cli.process_defaults(); import torch; "
+    "import re, rlft.cli.main; rlft.cli.main.process_defaults(); import torch; "
     "t = torch.zeros(64 << 20, dtype=torch.uint8); "
     "print(sum(int(k) for k in re.findall(r'AnonHugePages:\\s+(\\d+) kB', open('/proc/self/smaps').read())))"
 )

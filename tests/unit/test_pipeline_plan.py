@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rlft.config import ConfigError, build
-from rlft.schema.pipeline import PipelineConfig, load_pipeline_config, plan_pipeline
+from rlft.config.loader import ConfigError, build
+from rlft.config.pipeline import PipelineConfig, load_pipeline_config, plan_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {k: str(ROOT / "configs" / f"{f}.yaml") for k, f in [("sft", "sft_tiny"), ("rl", "grpo_tiny"),
@@ -91,7 +91,7 @@ def test_typo_in_a_late_stage_fails_the_whole_plan():
 
 
 def test_rl_checks_run_before_anything(tmp_path):
-    from rlft.loops.pipeline import check_stage_configs
+    from rlft.pipeline import check_stage_configs
 
     stages = five_stages()
     stages[2]["overrides"] = {"algo.name": "grop"}

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 import torch
 
+from rlft.config.rl import RewardSpec
 from rlft.rewards.registry import resolve_reward, reward_name
 from rlft.rewards.scoring import RewardError, RewardTerm, as_named, build_terms, score_completions
-from rlft.schema.rl import RewardSpec
 
 PROMPTS = ["p0", "p1", "p2", "p3"]
 COMPS = ["good", "raise", "bad", "good"]

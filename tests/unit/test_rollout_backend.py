@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from rlft.loops import rl_setup
+from rlft.rl import setup as rl_setup
 from rlft.rollout import vllm as vllm_mod
 from rlft.rollout.vllm import why_not_vllm
 

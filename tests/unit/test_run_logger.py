@@ -9,10 +9,10 @@ import types
 
 import pytest
 
-from rlft.config import ConfigError, build
-from rlft.log_backends import BackendUnavailable, open_backends
-from rlft.metrics import RunLogger, read_jsonl_records
-from rlft.schema.common import LogConfig
+from rlft.config.common import LogConfig
+from rlft.config.loader import ConfigError, build
+from rlft.telemetry.backends import BackendUnavailable, open_backends
+from rlft.telemetry.metrics import RunLogger, read_jsonl_records
 
 
 class FakeBackend:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlft.batch import Rollouts, ScoredBatch
-from rlft.loops.rl_records import sample_records
+from rlft.rl.records import sample_records
 
 
 def batch(scores: list[float], group_ids: list[int]) -> ScoredBatch:

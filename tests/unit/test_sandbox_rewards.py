@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from rlft.config.rl import RewardSpec
 from rlft.data.coding import coding_rows
 from rlft.rewards.code import code_pass_fraction, extract_code, run_assert_tests, run_io_tests
 from rlft.rewards.parallel import call_all, slow_reward
@@ -15,7 +16,6 @@ from rlft.rewards.registry import resolve_reward
 from rlft.rewards.scoring import RewardTerm, build_terms, score_completions
 from rlft.sandbox import Limits, SandboxPool
 from rlft.sandbox.result import RunResult, sandbox_error
-from rlft.schema.rl import RewardSpec
 
 LIM = Limits(wall_s=3, cpu_s=3, memory_mb=256)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="slot uids need root")

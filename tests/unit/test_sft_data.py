@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlft.config.sft import SFTDataConfig
 from rlft.data.rows import DataError
 from rlft.data.sft import (
     SFTExample,
@@ -24,7 +25,6 @@ from rlft.data.sft import (
     packed_batch,
     row_conversation,
 )
-from rlft.schema.sft import SFTDataConfig
 
 CHAT = [
     {"role": "user", "content": "hi"},

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from rlft.config import ConfigError
-from rlft.schema.common import check_step_sizes
-from rlft.schema.distill import DistillTrainConfig
-from rlft.schema.preference import PreferenceTrainConfig
-from rlft.schema.sft import SFTTrainConfig
+from rlft.config.common import check_step_sizes
+from rlft.config.distill import DistillTrainConfig
+from rlft.config.loader import ConfigError
+from rlft.config.preference import PreferenceTrainConfig
+from rlft.config.sft import SFTTrainConfig
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlft.students import every_other_layer, make_layer_subset_student, resolve_layers
+from rlft.models.students import every_other_layer, make_layer_subset_student, resolve_layers
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rlft.tiny import build_tiny_model
+    from rlft.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("teacher") / "tiny4", seed=3, layers=4)
 
@@ -116,8 +116,8 @@ def test_non_llama_teacher_is_refused_by_name(tiny_tok, tmp_path: Path):
 
 
 def test_best_block_drops_the_layers_that_change_nothing(tmp_path: Path):
-    from rlft.students import best_block_layers
-    from rlft.tiny import build_tiny_model
+    from rlft.models.students import best_block_layers
+    from rlft.models.tiny import build_tiny_model
 
     model = _load(build_tiny_model(tmp_path / "tiny6", seed=5, layers=6))
     # layers 2 and 3 write nothing to the residual stream (zero attention output and MLP down

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlft.config import ConfigError
-from rlft.data.rows import DataError
+from rlft.config.loader import ConfigError
+from rlft.errors import DataError
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "data_report.json"

@@ -10,12 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlft.errors import DataError
+
 if TYPE_CHECKING:
     from rlft.data.quarantine import DataReport
-
-
-class DataError(ValueError):
-    """A dataset problem; the message names file, line and field."""
 
 
 def reject(report: DataReport | None, where: str, problem: str) -> None:

@@ -72,8 +72,9 @@ def sample_responses(prompts: Sequence[str], settings: GenerationSettings) -> li
     import torch
 
     from rlft.data.prompts import chat_text
-    from rlft.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlft.rollout.base import SamplingParams, make_generator
+    from rlft.models.load import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlft.rollout.base import SamplingParams
+    from rlft.rollout.factory import make_generator
 
     torch.manual_seed(settings.seed)
     path = resolve_model_path(settings.model)

@@ -220,7 +220,7 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     import os
     import tempfile
 
-    from rlft.fsutil import fsync_dir
+    from rlft.runtime.atomic_fs import fsync_dir
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlft.alarms import as_number
 from rlft.report.runs import RunData
+from rlft.telemetry.alarms import as_number
 
 
 @dataclass(frozen=True)

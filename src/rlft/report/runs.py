@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlft.alarms import Alarm, scan_alarms
-from rlft.config import ConfigError, build, load_yaml
-from rlft.metrics import read_jsonl_records
-from rlft.schema.rl import AlarmConfig
+from rlft.config.loader import ConfigError, build, load_yaml
+from rlft.config.rl import AlarmConfig
+from rlft.telemetry.alarms import Alarm, scan_alarms
+from rlft.telemetry.metrics import read_jsonl_records
 
 EVAL_FILES = ("before", "after")  # eval_before.json, eval_after.json (written by `rlft rl`)
 

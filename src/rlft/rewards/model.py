@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from rlft.reward_models import load_reward_model, score_texts
+from rlft.models.reward_model import load_reward_model, score_texts
 
 
 def load_member(path: str, dtype: str = "float32") -> tuple[Any, Any]:
     """(model, tokenizer) of one reward model, frozen, in eval mode, on this process's GPU when
     there is one (`model.device=auto`), else the CPU."""
-    from rlft.models import load_tokenizer, resolve_device
+    from rlft.models.load import load_tokenizer, resolve_device
 
     tok = load_tokenizer(path, padding_side="right")
     model = load_reward_model(path, tok, dtype, device=resolve_device("auto"))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlft.models import cache_keyword
+from rlft.models.load import cache_keyword
 from rlft.ops import position_ids_from_mask
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.kv_cache import reserved_cache

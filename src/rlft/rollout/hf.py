@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from rlft.models import model_device
-from rlft.onednn import maybe, packed_linears
+from rlft.accel.onednn import maybe
+from rlft.accel.packed import packed_linears
+from rlft.models.load import model_device
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.decode import decode
 
@@ -50,7 +51,7 @@ class HFGenerator:
 
     By default it runs the lean loop of rlft.rollout.decode (shared prompt prefill, finished rows
     leave the batch) with the linear layers on packed oneDNN weights where they qualify
-    (rlft.onednn: CPU, fp32; `packed=False` keeps aten's matmul); `use_generate=True`
+    (rlft.accel.onednn: CPU, fp32; `packed=False` keeps aten's matmul); `use_generate=True`
     calls transformers' `generate` instead (the reference, never packed).
     """
 

@@ -1,0 +1,1 @@
+"""The `rlft` command: parsing and dispatch (`main`), the training subcommands (`training`)."""

@@ -1,1 +1,0 @@
-"""Explicit training / evaluation loops; the only layer that knows every other."""

@@ -1,0 +1,63 @@
+"""What an RL step logs besides losses: rollout statistics, text diagnostics and the sample
+records of samples.jsonl (each group's best and worst first)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlft.batch import ScoredBatch
+from rlft.config.rl import DiagnosticsConfig
+from rlft.telemetry.diagnostics import percentile, text_diagnostics
+
+
+def rollout_metrics(batch: ScoredBatch, diag: DiagnosticsConfig | None = None) -> dict[str, float]:
+    """Length, truncation, flat groups and reward range of the batch, plus the text diagnostics."""
+    diag = diag or DiagnosticsConfig()
+    r = batch.rollouts
+    lengths = r.response_mask.sum(-1).float()
+    groups = r.group_ids.unique()
+    flat = sum(float(batch.scores[r.group_ids == g].std(unbiased=False)) == 0.0 for g in groups)
+    responses = r.input_ids[:, r.prompt_len :]
+    response_ids = [row[m].tolist() for row, m in zip(responses, r.response_mask, strict=True)]
+    return {
+        "rollout/response_len": float(lengths.mean()),
+        "rollout/response_len_p90": percentile(lengths.tolist(), 0.9),
+        "rollout/response_len_max": float(lengths.max()),
+        "rollout/truncated_frac": float(r.truncated.float().mean()),
+        "rollout/zero_std_groups_frac": flat / max(len(groups), 1),
+        "reward/max": float(batch.scores.max()),
+        "reward/min": float(batch.scores.min()),
+        **text_diagnostics(
+            r.completions, response_ids, diag.reflection_phrases, diag.think_tag, diag.repeat_ngram
+        ),
+    }
+
+
+def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
+    """n samples, prompt by prompt: the best and the worst completion of each group (first on
+    ties; `tag` says which), then the other completions in batch order. `group` is the prompt's
+    index within the step."""
+    r, scores = batch.rollouts, batch.scores.tolist()
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(r.group_ids.tolist()):
+        groups.setdefault(g, []).append(i)
+    group_of = {i: k for k, members in enumerate(groups.values()) for i in members}
+    tags: dict[int, str] = {}
+    for members in groups.values():
+        best = max(members, key=lambda i: scores[i])
+        tags[best] = "best"
+        others = [i for i in members if i != best]
+        if others:
+            tags[min(others, key=lambda i: scores[i])] = "worst"
+    order = [*tags, *(i for i in range(r.size) if i not in tags)][:n]
+    return [
+        {
+            "prompt": r.prompts[i],
+            "completion": r.completions[i],
+            "score": scores[i],
+            "answer": r.examples[i].get("answer"),
+            "group": group_of[i],
+            "tag": tags.get(i, ""),
+        }
+        for i in order
+    ]

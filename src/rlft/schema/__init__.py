@@ -1,1 +1,0 @@
-"""Config schemas (frozen dataclasses) of every loop."""
