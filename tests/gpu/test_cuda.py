@@ -18,7 +18,7 @@ from rlft.batch import ScoredBatch
 from rlft.config.rl import AlgoConfig
 from rlft.data.prompts import PromptExample
 from rlft.models.load import load_causal_lm, resolve_device
-from rlft.rl.update import update_policy
+from rlft.rl.update import UpdatePlan, update_policy
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.hf import HFGenerator
@@ -50,9 +50,8 @@ def _update(model, batch: ScoredBatch, device: torch.device) -> dict[str, float]
     moved = batch.with_(rollouts=batch.rollouts.to(device), scores=batch.scores.to(device))
     moved = moved.with_(advantages=batch.advantages.to(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    metrics = update_policy(
-        model, optimizer, get_algorithm("grpo"), moved, params, 4, 2, 0.0, NonFiniteGuard(3)
-    )
+    plan = UpdatePlan(minibatch_size=4, microbatch_size=2)
+    metrics = update_policy(model, optimizer, get_algorithm("grpo"), moved, params, plan, NonFiniteGuard(3))
     return metrics
 
 

@@ -17,14 +17,15 @@ from run_support import read_metrics
 from safetensors.torch import load_file
 
 import rlft
+from rlft.algorithms import GRADIENT, TRUST_REGION
 from rlft.algorithms.core import aggregation_weights
 from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import ALGORITHMS
 from rlft.config.rl import AlgoConfig
 from rlft.models.logprobs import rollout_logprobs
 from rlft.rl.loop import RLState, rl_step
-from rlft.rl.setup import setup_run
-from rlft.rl.update import loss_mask, minibatch_step
+from rlft.rl.setup import setup_run, update_plan
+from rlft.rl.update import UpdatePlan, loss_mask, minibatch_step
 from rlft.rollout.base import Generations
 from rlft.runtime.guard import NonFiniteGuard
 
@@ -90,9 +91,9 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
                 assert _finite(m, "policy/kl_ref_seq") >= 0
             assert m["policy/kl_ref_seq"] == pytest.approx(m["policy/kl"] * m["rollout/response_len"])
             assert m["policy/kl_coef"] == KL_COEF  # target_kl = 0: the coefficient stays fixed
-        elif algo.update == "gradient":
+        elif algo.update is GRADIENT:
             assert _finite(m, "policy/kl") >= -1e-6  # k3 in the loss (>= 0 up to float32 rounding)
-        if algo.update == "trpo":
+        if algo.update is TRUST_REGION:
             assert m["trpo/accepted"] in (0.0, 1.0)
             if m["trpo/accepted"]:
                 assert 0 <= m["trpo/kl"] <= 0.01 and m["trpo/surrogate_gain"] > 0
@@ -103,7 +104,7 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
         # so the averaged ratio is finite and the clip fraction is a fraction
         assert 0.0 <= _finite(m, "policy/clip_frac") <= 1.0 and _finite(m, "policy/ratio_mean") > 0
         if algo.uses_value_model:
-            assert _finite(m, "loss/value") >= 0 and "loss/total" in m and "loss/policy" not in m
+            assert _finite(m, "loss/value") >= 0 and _finite(m, "loss/policy") == m["loss/policy"]
         else:
             _finite(m, "loss/policy")
             assert "loss/value" not in m
@@ -173,7 +174,7 @@ def test_ppo_resume_reproduces_the_next_step_bitwise(make_rl_config, tmp_path):
     rlft.train_rl(make_rl_config(*ppo, "resume=true", out=b))
     ma, mb = read_metrics(a), read_metrics(b)
     assert [m["step"] for m in mb] == [1, 2]
-    for key in ("loss/total", "loss/value", "optim/grad_norm", "policy/kl_ref_seq", "reward/mean"):
+    for key in ("loss/policy", "loss/value", "optim/grad_norm", "policy/kl_ref_seq", "reward/mean"):
         assert mb[1][key] == ma[1][key], key
     ca = load_file(a / "checkpoints" / "step-2" / "critic.safetensors")
     cb = load_file(b / "checkpoints" / "step-2" / "critic.safetensors")
@@ -253,7 +254,7 @@ def test_dapo_masks_truncated_rows_out_of_the_gradient(make_rl_config, tmp_path)
     parts.optimizer = capture
     a = cfg.algo
     state = RLState(0, stream, NonFiniteGuard(3), AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon))
-    metrics, batch = rl_step(cfg, parts, generator, algo, terms, state)
+    metrics, batch = rl_step(cfg, parts, generator, algo, terms, state, update_plan(cfg))
     r = batch.rollouts
 
     assert r.truncated.tolist() == [not eos for _, eos in MIXED]
@@ -297,7 +298,8 @@ def test_dapo_masks_truncated_rows_out_of_the_gradient(make_rl_config, tmp_path)
 
     def grads_of(b):
         cap = _GradCapture(parts.model)
-        m = minibatch_step(parts.model, cap, algo, b, p, 8, 0.0, NonFiniteGuard(3), max_len)
+        plan = UpdatePlan(minibatch_size=8, microbatch_size=8, max_len=max_len)
+        m = minibatch_step(parts.model, cap, algo, b, p, plan, NonFiniteGuard(3))
         return cap.grads, m
 
     alone, _ = grads_of(batch.select(torch.tensor(FINISHED)))

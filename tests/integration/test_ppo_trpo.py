@@ -19,7 +19,7 @@ from rlft.models.logprobs import response_logits, rollout_logprobs
 from rlft.ops import masked_mean, position_ids_from_mask
 from rlft.rl import trpo as rl_trpo
 from rlft.rl.trpo import _fisher_vector_product, trpo_update
-from rlft.rl.update import minibatch_step, update_policy
+from rlft.rl.update import UpdatePlan, minibatch_step, update_policy
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
 from rlft.runtime.guard import NonFiniteGuard
@@ -116,7 +116,8 @@ def _trpo(model, tok, max_kl):
     params = algo.resolve(AlgoConfig(name="trpo", trpo=TRPOConfig(max_kl=max_kl)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     old_full = _full_logp(model, batch)
-    metrics = trpo_update(model, batch, params, algo, 2, 8, True, NonFiniteGuard(3))
+    plan = UpdatePlan(minibatch_size=batch.rollouts.size, microbatch_size=2, max_len=8)
+    metrics = trpo_update(model, algo, batch, params, plan, NonFiniteGuard(3))
     return batch, before, old_full, metrics
 
 
@@ -200,14 +201,15 @@ def test_ppo_value_loss_falls_over_epochs(tiny_model, tiny_tok):
     params = algo.resolve(AlgoConfig(name="ppo", epochs=4, value=ValueConfig(clip=10.0, coef=0.5)))
     opt = torch.optim.Adam([*tiny_model.parameters(), *critic.parameters()], lr=1e-2)
     guard = NonFiniteGuard(3)
-    first = minibatch_step(tiny_model, opt, algo, batch, params, 4, 0.0, guard, 8, True, critic)
+    plan = UpdatePlan(minibatch_size=4, microbatch_size=4, max_len=8)
+    first = minibatch_step(tiny_model, opt, algo, batch, params, plan, guard, critic)
     # V = 0, R = 1 on every response token: 0.5 * (0 - 1)^2 = 0.5; policy part 0 (A = 0, ratio 1)
     assert first["loss/value"] == pytest.approx(0.5, abs=1e-6)
-    # token_mean weights sum to 1: total = 0 + coef 0.5 * 0.5 = 0.25
-    assert first["loss/total"] == pytest.approx(0.25, abs=1e-6)
+    # the policy part alone: A = 0 and ratio 1 give -min(1 * 0, clip(1) * 0) = 0 on every token
+    assert first["loss/policy"] == 0.0
     losses = [_value_mse(critic, batch, returns)]
     for _ in range(3):
-        update_policy(tiny_model, opt, algo, batch, params, 4, 4, 0.0, guard, 8, True, critic)
+        update_policy(tiny_model, opt, algo, batch, params, plan, guard, critic)
         losses.append(_value_mse(critic, batch, returns))
     assert losses[0] < 0.5  # the first step already moved V towards R
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses

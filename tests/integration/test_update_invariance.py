@@ -12,7 +12,7 @@ from rlft.batch import ScoredBatch
 from rlft.config.rl import AlgoConfig
 from rlft.data.prompts import PromptExample
 from rlft.models.logprobs import response_logprobs, rollout_logprobs
-from rlft.rl.update import minibatch_step
+from rlft.rl.update import UpdatePlan, minibatch_step
 from rlft.rollout.assemble import assemble
 from rlft.rollout.base import Generations
 from rlft.runtime.guard import NonFiniteGuard
@@ -65,9 +65,8 @@ def _with_adv(batch: ScoredBatch, per_seq: list[float]) -> ScoredBatch:
 def _step(model, batch, params, micro, max_len=8):
     # max_len plays rollout.max_new_tokens: the constant normaliser's fixed length
     opt = GradCapture(model)
-    metrics = minibatch_step(
-        model, opt, get_algorithm("grpo"), batch, params, micro, 0.0, NonFiniteGuard(3), max_len
-    )
+    plan = UpdatePlan(minibatch_size=batch.rollouts.size, microbatch_size=micro, max_len=max_len)
+    metrics = minibatch_step(model, opt, get_algorithm("grpo"), batch, params, plan, NonFiniteGuard(3))
     assert opt.steps == 1
     return opt.grads, metrics
 

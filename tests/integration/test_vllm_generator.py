@@ -105,7 +105,7 @@ def test_rl_step_syncs_the_engine_to_the_updated_policy(model_path, make_rl_conf
     # updated weights (greedy = the HF backend on the trained module), not from the files it loaded
     from rlft.algorithms.kl_control import AdaptiveKLController
     from rlft.rl.loop import RLState, rl_step
-    from rlft.rl.setup import setup_run
+    from rlft.rl.setup import setup_run, update_plan
     from rlft.runtime.guard import NonFiniteGuard
 
     cfg = make_rl_config(f"model.path={model_path}", "rollout.backend=vllm", "train.optim.lr=0.05")
@@ -113,7 +113,7 @@ def test_rl_step_syncs_the_engine_to_the_updated_policy(model_path, make_rl_conf
     state = RLState(0, stream, NonFiniteGuard(3), AdaptiveKLController(cfg.algo.kl_coef, 0.0, 1))
     params = SamplingParams(max_new_tokens=16, temperature=0.0)
     before = generator.generate(_ids(tok), params).response_ids
-    metrics, _ = rl_step(cfg, parts, generator, algo, terms, state)
+    metrics, _ = rl_step(cfg, parts, generator, algo, terms, state, update_plan(cfg))
     assert metrics["optim/grad_norm"] > 0
     after = generator.generate(_ids(tok), params).response_ids
     assert after == HFGenerator(parts.model, tok).generate(_ids(tok), params).response_ids

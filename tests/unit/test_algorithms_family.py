@@ -3,6 +3,8 @@ advantage functions on hand examples; masked tokens get no gradient under any al
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -16,7 +18,15 @@ from rlft.algorithms.core import (
     sequence_clipped_loss,
     token_level_rewards,
 )
-from rlft.algorithms.registry import ALGORITHMS, GLOBAL_DEFAULTS, AdvantageInputs, get_algorithm
+from rlft.algorithms.registry import (
+    ALGORITHMS,
+    GLOBAL_DEFAULTS,
+    GRADIENT,
+    TRUST_REGION,
+    AdvantageInputs,
+    get_algorithm,
+    kl_in_loss,
+)
 from rlft.config.rl import AlgoConfig
 from rlft.rl.collect import informative_groups
 
@@ -311,3 +321,37 @@ def test_masked_tokens_get_zero_gradient(name, kl_in_reward):
     (loss * aggregation_weights(mask, p.loss_agg, 6)).sum().backward()
     assert (logp.grad[~mask] == 0).all()
     assert (logp.grad[mask] != 0).any()  # the unmasked tokens do carry gradient
+
+
+@pytest.mark.parametrize(
+    "name, steps, has_ref, kl_in_reward, target_kl, expected",
+    [
+        ("grpo", 1, False, False, 0.0, False),  # one pass, no KL: the update's own first pass serves
+        ("grpo", 2, False, False, 0.0, True),  # the policy moves before the second minibatch
+        ("grpo", 1, True, False, 0.0, False),  # KL in the loss: measured against the live policy
+        ("grpo", 1, True, False, 0.1, True),  # adaptive coefficient: KL(old || ref) before the update
+        ("rloo", 1, True, True, 0.0, True),  # KL in the reward: needed for the advantages
+        ("rloo", 1, False, True, 0.0, False),  # ... but not without a reference
+        ("trpo", 1, False, False, 0.0, True),  # the trust region measures against the old policy
+    ],
+)
+def test_needs_old_logprobs_follows_the_record_and_the_kl(
+    name, steps, has_ref, kl_in_reward, target_kl, expected
+):
+    algo = get_algorithm(name)
+    params = algo.resolve(AlgoConfig(name=name, kl_coef=0.1, kl_in_reward=kl_in_reward, target_kl=target_kl))
+    assert algo.needs_old_logprobs(params, steps, has_ref) is expected
+
+
+def test_kl_is_in_the_loss_only_with_a_reference_a_weight_and_not_in_the_reward():
+    params = get_algorithm("grpo").resolve(AlgoConfig(kl_coef=0.1))
+    assert kl_in_loss(params, has_ref=True)
+    assert not kl_in_loss(params, has_ref=False)
+    assert not kl_in_loss(dataclasses.replace(params, kl_coef=0.0), has_ref=True)
+    assert not kl_in_loss(dataclasses.replace(params, kl_in_reward=True), has_ref=True)
+
+
+def test_update_rules_say_what_the_loop_needs():
+    assert get_algorithm("trpo").update is TRUST_REGION and TRUST_REGION.needs_old_logprobs
+    assert not TRUST_REGION.several_processes
+    assert all(get_algorithm(n).update is GRADIENT for n in ALGORITHMS if n != "trpo")

@@ -8,7 +8,7 @@ import torch
 
 from rlft.algorithms.core import kl_k3
 from rlft.algorithms.kl_control import AdaptiveKLController
-from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, max_step
+from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, max_step, surrogate_loss
 
 
 class CountingMatvec:
@@ -131,3 +131,12 @@ def test_k3_is_accurate_and_non_negative_for_small_log_ratios():
     # documented ">= 0": r - 1 - log r >= 0 for every r > 0 (e^x >= 1 + x)
     x = torch.linspace(-1e-3, 1e-3, 2001)
     assert (kl_k3(torch.zeros_like(x), x) >= 0).all()
+
+
+def test_surrogate_is_the_unclipped_importance_weighted_advantage():
+    # ratios exp(log 2) = 2 and exp(-log 4) = 1/4; advantages 0.5 and -2:
+    # loss = -(2 * 0.5), -(0.25 * -2) = -1, 0.5 (no clip: the trust region bounds the step)
+    logp = torch.tensor([[0.0, -1.0]])
+    old = logp - torch.tensor([[0.6931472, -1.3862944]])
+    loss, metrics = surrogate_loss(logp, old, torch.tensor([[0.5, -2.0]]))
+    assert torch.allclose(loss, torch.tensor([[-1.0, 0.5]]), atol=1e-6) and metrics == {}

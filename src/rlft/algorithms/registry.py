@@ -1,7 +1,9 @@
-"""The algorithm table. The loop asks the record, never the name (DESIGN.md "Where algorithms differ").
+"""The algorithm table. The loop asks the record, never the name (docs/design.md).
 
-An algorithm = an advantage function, a policy-loss function, an update rule ("gradient" or
-"trpo"), whether it needs a value model, and defaults for the config fields left unset (None).
+An algorithm = an advantage function, a policy-loss function (its surrogate), an update rule
+(optimizer steps on the gradient, or a trust-region step: `UpdateRule`, which also says whether the
+surrogate needs the sampling policy's logprobs and whether it runs over several processes),
+whether it needs a value model, and defaults for the config fields left unset (None).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rlft.algorithms.core import (
     sequence_clipped_loss,
     token_level_rewards,
 )
+from rlft.algorithms.trpo import surrogate_loss
 from rlft.ops import masked_mean, masked_sum
 
 # Used where neither the config nor the algorithm sets a value.
@@ -57,16 +60,43 @@ PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, Any], "tuple[Tensor, di
 
 
 @dataclass(frozen=True)
+class UpdateRule:
+    """How an algorithm moves the policy. The RL loop maps each rule to the function that runs it
+    (rlft.rl.loop.UPDATES); the record only names it, so algorithms/ stays free of models."""
+
+    name: str
+    needs_old_logprobs: bool  # the surrogate is measured against the sampling policy's logprobs
+    several_processes: bool  # implemented over torchrun ranks
+
+
+GRADIENT = UpdateRule("gradient", needs_old_logprobs=False, several_processes=True)
+TRUST_REGION = UpdateRule("trust_region", needs_old_logprobs=True, several_processes=False)
+
+
+def kl_in_loss(params: Any, has_ref: bool) -> bool:
+    """The KL to the reference is a loss term (not folded into the reward, and weighted > 0)."""
+    return has_ref and params.kl_coef > 0 and not params.kl_in_reward
+
+
+@dataclass(frozen=True)
 class Algorithm:
     name: str
     advantage_fn: AdvantageFn  # (inputs, params) -> (advantages [B,T], returns [B,T] or None)
     policy_loss_fn: PolicyLossFn  # (logprobs, old_logprobs, adv, mask, params) -> loss [B,T], metrics
     uses_value_model: bool = False
-    update: str = "gradient"  # "gradient" (optimizer steps) or "trpo" (natural-gradient step)
+    update: UpdateRule = GRADIENT
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def uses_ref_model(self, params: Any) -> bool:
         return params.kl_coef > 0
+
+    def needs_old_logprobs(self, params: Any, optimizer_steps: int, has_ref: bool) -> bool:
+        """Whether step 4 computes the sampling policy's logprobs: the policy moves before their
+        last use (several optimizer steps per RL step), the update rule measures against them, or
+        a KL in the reward or an adaptive KL coefficient needs KL(old || ref). Otherwise the
+        first pass's own logprobs (detached) serve as `old`."""
+        kl_before_update = has_ref and (params.kl_in_reward or params.target_kl > 0)
+        return optimizer_steps > 1 or self.update.needs_old_logprobs or kl_before_update
 
     def resolve(self, params: Any) -> Any:
         """params with every None field set from this record's defaults, then GLOBAL_DEFAULTS."""
@@ -81,8 +111,7 @@ class Algorithm:
         and no KL or value term in the loss contributes exactly nothing, so the update may skip it."""
         adv = batch.advantages
         rows = (adv != 0).any(-1) if adv is not None else torch.ones_like(batch.scores, dtype=torch.bool)
-        kl_in_loss = batch.ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward
-        if kl_in_loss or self.uses_value_model:
+        if kl_in_loss(params, batch.ref_logprobs is not None) or self.uses_value_model:
             return torch.ones_like(rows)
         return rows
 
@@ -99,7 +128,7 @@ class Algorithm:
         Metrics add policy/approx_kl: mean k3 estimate of KL(old || new) per token (Schulman 2020)."""
         loss, metrics = self.policy_loss_fn(logprobs, old_logprobs, advantages, mask, params)
         metrics["policy/approx_kl"] = masked_mean(kl_k3(old_logprobs, logprobs.detach()), mask)
-        if ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward:
+        if kl_in_loss(params, ref_logprobs is not None):
             kl = KL_ESTIMATORS[params.kl_estimator](logprobs, ref_logprobs)
             loss = loss + params.kl_coef * kl
             metrics["policy/kl"] = masked_mean(kl.detach(), mask)
@@ -151,6 +180,10 @@ def ppo_clip_loss(logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor, p: A
     return clipped_policy_loss(logprobs, old, adv, mask, p.clip_eps_low, p.clip_eps_high)
 
 
+def trust_region_surrogate(logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor, p: Any):
+    return surrogate_loss(logprobs, old, adv)
+
+
 def gspo_loss(logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor, p: Any):
     return sequence_clipped_loss(logprobs, old, adv, mask, p.clip_eps_low, p.clip_eps_high)
 
@@ -197,7 +230,7 @@ def _table() -> dict[str, Algorithm]:
             uses_value_model=True,
             defaults={"kl_in_reward": True, "kl_estimator": "k1", "whiten_advantages": True},
         ),
-        "trpo": Algorithm("trpo", outcome_advantages, ppo_clip_loss, update="trpo"),
+        "trpo": Algorithm("trpo", outcome_advantages, trust_region_surrogate, update=TRUST_REGION),
     }
 
 

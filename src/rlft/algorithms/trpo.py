@@ -12,6 +12,15 @@ import torch
 from torch import Tensor
 
 
+def surrogate_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """TRPO's surrogate per token, negated to be minimised: loss_t = -exp(logp_t - old_t) * A_t, the
+    importance-weighted advantage without clipping (Schulman et al. 2015, eq. 14: the trust region,
+    not a clip, bounds the step). All [B, T] -> loss [B, T], no metrics."""
+    return -torch.exp(logprobs - old_logprobs) * advantages, {}
+
+
 def conjugate_gradient(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10
 ) -> Tensor:

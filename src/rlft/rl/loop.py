@@ -1,4 +1,4 @@
-"""The RL loop: `train_rl` sets up, then runs `rl_step` (DESIGN.md "The RL step, in order")."""
+"""The RL loop: `train_rl` sets up, then runs `rl_step`, the eight stages of a step (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import dataclasses
 import json
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlft.accel.onednn import onednn_for
-from rlft.algorithms import Algorithm
+from rlft.algorithms import GRADIENT, TRUST_REGION, Algorithm, UpdateRule
 from rlft.algorithms.core import KL_ESTIMATORS
 from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import AdvantageInputs
@@ -23,16 +24,15 @@ from rlft.dist.checkpoint import load_checkpoint, save_checkpoint  # one or seve
 from rlft.dist.ranks import any_rank, global_mean, is_main, rank_log_dir, reduce_metrics, world_size
 from rlft.models.critic import rollout_values
 from rlft.models.load import model_device
-from rlft.models.logprobs import rollout_logprobs
 from rlft.models.save import save_final
 from rlft.ops import masked_mean, masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rl.collect import collect_rollouts
 from rlft.rl.eval import PeriodicEval, evaluate_heldout
 from rlft.rl.records import rollout_metrics, sample_records
-from rlft.rl.setup import RunParts, batch_arithmetic, setup_run
+from rlft.rl.setup import RunParts, batch_arithmetic, setup_run, update_plan
 from rlft.rl.trpo import trpo_update
-from rlft.rl.update import update_policy
+from rlft.rl.update import UpdatePlan, update_policy
 from rlft.rollout.base import Generator
 from rlft.runtime.checkpoint import latest_checkpoint
 from rlft.runtime.guard import NonFiniteGuard
@@ -73,50 +73,25 @@ def rl_step(
     algo: Algorithm,
     terms: list[RewardTerm],
     state: RLState,
+    plan: UpdatePlan,
 ) -> tuple[dict[str, float], ScoredBatch]:
+    """One RL step, its eight stages in order (docs/design.md)."""
     lap = Laps()
     p = dataclasses.replace(cfg.algo, kl_coef=state.kl.value)
-    mb_size, share = cfg.train.microbatch_size, cfg.train.share_prompt_forward
-    buckets = cfg.train.length_buckets
     # 1-3. prompts, G completions each, rewards (dynamic sampling refills flat groups)
     rollouts, scores, metrics = collect_rollouts(
         cfg, parts, generator, terms, state.stream, p.dynamic_sampling
     )
     device = model_device(parts.model)  # every later phase runs where the model lives
-    rollouts, scores = rollouts.to(device), scores.to(device)
-    batch = ScoredBatch(rollouts=rollouts, scores=scores)
+    batch = ScoredBatch(rollouts=rollouts.to(device), scores=scores.to(device))
     lap("generate")
     lap.split("generate", "reward", metrics.pop("perf/reward_s"))
-    # 4. no-grad passes: old policy (when the policy moves before its last use, or the KL needs it),
-    #    reference (when there is a KL term), values (when there is a critic)
-    ref = parts.ref_model is not None
-    old = (
-        batch_arithmetic(cfg)["optimizer_steps_per_rl_step"] > 1
-        or algo.update == "trpo"
-        or (ref and (p.kl_in_reward or p.target_kl > 0))
-    )
-    if old:
-        batch = batch.with_(old_logprobs=rollout_logprobs(parts.model, rollouts, mb_size, share, buckets))
-    lap("old_logprobs")
-    if ref:
-        batch = batch.with_(ref_logprobs=rollout_logprobs(parts.ref_model, rollouts, mb_size, share, buckets))
-    lap("ref_logprobs")
-    values = rollout_values(parts.critic, rollouts, mb_size) if parts.critic is not None else None
-    lap("values")
+    # 4. no-grad passes: the sampling policy (when the record needs it), reference, values
+    batch, passes = no_grad_passes(cfg, parts, algo, p, batch, plan, lap)
     # 5. advantages (the algorithm record)
-    kl = None
-    if ref and batch.old_logprobs is not None:
-        kl = KL_ESTIMATORS[p.kl_estimator](batch.old_logprobs, batch.ref_logprobs)
-        metrics["policy/kl_ref_seq"] = float(masked_sum(kl, rollouts.response_mask) / rollouts.size)
-        metrics["policy/kl"] = float(masked_mean(kl, rollouts.response_mask))  # a KL loss term overrides
-    inputs = AdvantageInputs(scores, rollouts.group_ids, rollouts.response_mask, kl, values)
-    advantages, returns = algo.advantage_fn(inputs, p)
-    extras = {} if values is None else {"values": values, "returns": returns}
-    if p.mask_truncated:
-        extras["loss_mask"] = rollouts.response_mask & ~rollouts.truncated[:, None]
-    batch = batch.with_(advantages=advantages, extras=extras)
-    # 6. update
-    metrics.update(update(cfg, parts, algo, batch, p, state.guard))
+    batch = with_advantages(algo, p, batch, metrics)
+    # 6. update (the record's update rule)
+    metrics.update(UPDATES[algo.update](parts, algo, batch, p, plan, state.guard))
     metrics["optim/lr"] = parts.scheduler.get_last_lr()[0]
     parts.scheduler.step()
     lap("update")
@@ -125,18 +100,62 @@ def rl_step(
     # 7. sync weights to the generator (no-op for the HF backend, which shares the module)
     generator.sync_weights(parts.model)
     lap("sync")
+    # 8. metrics (logging, checkpoints and evaluation follow in train_rl)
     if "policy/kl_ref_seq" in metrics:
-        kl_seq, n_seqs = global_mean(metrics["policy/kl_ref_seq"]), rollouts.size * world_size()
+        kl_seq, n_seqs = global_mean(metrics["policy/kl_ref_seq"]), batch.rollouts.size * world_size()
         metrics["policy/kl_coef"] = state.kl.update(kl_seq, n_seqs)  # the same on every rank
-    metrics.update(rollout_metrics(batch, cfg.diagnostics))
-    metrics.update(lap.times)
-    metrics["perf/step_s"] = sum(lap.times.values())
-    metrics["perf/generate_and_reward_s"] = lap.times["perf/generate_s"] + lap.times["perf/reward_s"]
-    gen_tokens = float(rollouts.response_mask.sum())
-    metrics["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_s"], 1e-9)
-    trained = metrics.get("perf/active_rows_frac", 1.0) * p.epochs
-    metrics["perf/model_flops"] = rollout_flops(parts.model, rollouts, 1 + old + ref, trained)
+    trained = p.epochs * metrics.get("perf/active_rows_frac", 1.0)  # passes with gradient
+    metrics.update(step_metrics(batch, cfg, lap))
+    metrics["perf/model_flops"] = rollout_flops(parts.model, batch.rollouts, passes, trained)
     return metrics, batch
+
+
+def no_grad_passes(
+    cfg: RLConfig, parts: RunParts, algo: Algorithm, p: Any, batch: ScoredBatch, plan: UpdatePlan, lap: Laps
+) -> tuple[ScoredBatch, int]:
+    """Step 4: the sampling policy's logprobs when the algorithm needs them (else the update takes
+    its first pass's own), the reference's when there is a KL term, the critic's values. Returns
+    the batch with them and the number of no-grad forward passes of the policy's size."""
+    rollouts, ref = batch.rollouts, parts.ref_model is not None
+    steps = batch_arithmetic(cfg)["optimizer_steps_per_rl_step"]
+    old = algo.needs_old_logprobs(p, steps, ref)
+    if old:
+        batch = batch.with_(old_logprobs=plan.rollout_logprobs(parts.model, rollouts))
+    lap("old_logprobs")
+    if ref:
+        batch = batch.with_(ref_logprobs=plan.rollout_logprobs(parts.ref_model, rollouts))
+    lap("ref_logprobs")
+    if parts.critic is not None:
+        batch = batch.with_(extras={"values": rollout_values(parts.critic, rollouts, plan.microbatch_size)})
+    lap("values")
+    return batch, 1 + old + ref
+
+
+def with_advantages(algo: Algorithm, p: Any, batch: ScoredBatch, metrics: dict[str, float]) -> ScoredBatch:
+    """Step 5: the KL to the reference per token (when both logprobs are there), then the record's
+    advantages (and value targets), and the loss mask of rows filtered out (e.g. truncated)."""
+    r, values = batch.rollouts, batch.extras.get("values")
+    kl = None
+    if batch.ref_logprobs is not None and batch.old_logprobs is not None:
+        kl = KL_ESTIMATORS[p.kl_estimator](batch.old_logprobs, batch.ref_logprobs)
+        metrics["policy/kl_ref_seq"] = float(masked_sum(kl, r.response_mask) / r.size)
+        metrics["policy/kl"] = float(masked_mean(kl, r.response_mask))  # a KL loss term overrides
+    inputs = AdvantageInputs(batch.scores, r.group_ids, r.response_mask, kl, values)
+    advantages, returns = algo.advantage_fn(inputs, p)
+    extras = {} if values is None else {"values": values, "returns": returns}
+    if p.mask_truncated:
+        extras["loss_mask"] = r.response_mask & ~r.truncated[:, None]
+    return batch.with_(advantages=advantages, extras=extras)
+
+
+def step_metrics(batch: ScoredBatch, cfg: RLConfig, lap: Laps) -> dict[str, float]:
+    """The step's rollout diagnostics and timings."""
+    out = {**rollout_metrics(batch, cfg.diagnostics), **lap.times}
+    out["perf/step_s"] = sum(lap.times.values())
+    out["perf/generate_and_reward_s"] = lap.times["perf/generate_s"] + lap.times["perf/reward_s"]
+    gen_tokens = float(batch.rollouts.response_mask.sum())
+    out["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_s"], 1e-9)
+    return out
 
 
 def rollout_flops(model: Any, rollouts: Any, no_grad_passes: int, trained_passes: float) -> float:
@@ -151,30 +170,23 @@ def rollout_flops(model: Any, rollouts: Any, no_grad_passes: int, trained_passes
     return step_flops(n_params, pass_tokens, no_grad_passes, pass_tokens * trained_passes)
 
 
-def update(
-    cfg: RLConfig, parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, guard: NonFiniteGuard
+def _gradient_update(
+    parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, plan: UpdatePlan, guard: NonFiniteGuard
 ) -> dict[str, float]:
-    """The algorithm's update rule: optimizer steps (policy, and critic if any), or one TRPO step."""
-    t, share = cfg.train, cfg.train.share_prompt_forward
-    if algo.update == "trpo":
-        return trpo_update(
-            parts.model, batch, p, algo, t.microbatch_size, cfg.rollout.max_new_tokens, share, guard
-        )
-    return update_policy(
-        parts.model,
-        parts.optimizer,
-        algo,
-        batch,
-        p,
-        batch_arithmetic(cfg)["minibatch_size"],
-        t.microbatch_size,
-        t.optim.max_grad_norm,
-        guard,
-        cfg.rollout.max_new_tokens,
-        share,
-        parts.critic,
-        length_buckets=t.length_buckets,
-    )
+    return update_policy(parts.model, parts.optimizer, algo, batch, p, plan, guard, parts.critic)
+
+
+def _trust_region_update(
+    parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, plan: UpdatePlan, guard: NonFiniteGuard
+) -> dict[str, float]:
+    return trpo_update(parts.model, algo, batch, p, plan, guard)
+
+
+# what runs each update rule of the algorithm records (rlft.algorithms.registry.UpdateRule)
+UPDATES: dict[UpdateRule, Callable[..., dict[str, float]]] = {
+    GRADIENT: _gradient_update,
+    TRUST_REGION: _trust_region_update,
+}
 
 
 def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) -> dict[str, Any]:
@@ -184,6 +196,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     timer = PhaseTimer()
     with timer("setup"):
         config, parts, generator, algo, terms, stream = setup_run(config, reward_fns)
+        plan = update_plan(config)
     out_dir = Path(config.output_dir)
     a = config.algo
     state = RLState(
@@ -220,7 +233,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
         try:
             while state.step < config.train.steps:
                 with timer("train"), onednn_for(config, *models):
-                    metrics, batch = rl_step(config, parts, generator, algo, terms, state)
+                    metrics, batch = rl_step(config, parts, generator, algo, terms, state, plan)
                 state.step += 1
                 _throughput(metrics, peak_flops, state.step)
                 if periodic_eval.due(state.step):  # eval/* at this step; training RNG untouched

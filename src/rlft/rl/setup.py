@@ -28,6 +28,7 @@ from rlft.models.load import (
     resolve_model_path,
 )
 from rlft.rewards.scoring import as_named, build_terms
+from rlft.rl.update import UpdatePlan
 from rlft.rollout.factory import make_generator
 from rlft.rollout.sharded import FullParamsGenerator
 from rlft.runtime.optim import make_optimizer
@@ -165,6 +166,19 @@ def rollout_backend(cfg: RLConfig, model: Any) -> str:
     return "vllm" if why is None else "hf"
 
 
+def update_plan(cfg: RLConfig) -> UpdatePlan:
+    """The update's sizes and forward settings, bound once per run (after check_distributed)."""
+    t = cfg.train
+    return UpdatePlan(
+        minibatch_size=batch_arithmetic(cfg)["minibatch_size"],
+        microbatch_size=t.microbatch_size,
+        max_grad_norm=t.optim.max_grad_norm,
+        max_len=cfg.rollout.max_new_tokens,
+        share_prompt=t.share_prompt_forward,
+        length_buckets=t.length_buckets,
+    )
+
+
 def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
     """ConfigError for what several processes cannot run (yet); under fsdp2 the prompt-sharing
     forward and length buckets are off (their number of forward passes varies by rank, FSDP2
@@ -180,7 +194,7 @@ def check_distributed(cfg: RLConfig, algo: Any) -> RLConfig:
     one_process, ddp = "run it on one process", "use dist.strategy=ddp"
     unsupported = [
         (bool(cfg.algo.dynamic_sampling), "algo.dynamic_sampling=true", one_process),
-        (algo.update == "trpo", "algo.name=trpo", one_process),
+        (not algo.update.several_processes, f"algo.name={algo.name}", one_process),
         (cfg.rollout.seed_per_prompt is False, "rollout.seed_per_prompt=false", one_process),
         (cfg.rollout.backend == "vllm", "rollout.backend=vllm", "run it on one process or use backend hf"),
         (strategy == "fsdp2" and cfg.model.lora_rank > 0, "model.lora_rank > 0 with fsdp2", ddp),

@@ -16,43 +16,42 @@ from typing import Any
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from rlft.algorithms.core import KL_ESTIMATORS, aggregation_weights, kl_k3
+from rlft.algorithms.core import aggregation_weights, kl_k3
 from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, max_step
 from rlft.batch import ScoredBatch, batch_indices
 from rlft.models.logprobs import response_logits, response_logprobs
 from rlft.ops import gather_logprobs, masked_mean, masked_sum
-from rlft.rl.update import loss_mask
+from rlft.rl.update import UpdatePlan, loss_mask
 from rlft.runtime.guard import NonFiniteGuard
 
 
 def _surrogate_loss(
     model: Any,
+    algo: Any,
     batch: ScoredBatch,
     rows: torch.Tensor,
     weights: torch.Tensor,
     params: Any,
-    micro: int,
-    share: bool,
+    plan: UpdatePlan,
     backward: bool,
 ) -> tuple[float, float]:
-    """-(sum_t w_t * exp(logp - old) * A_t) (+ KL-in-loss term); accumulates grads if `backward`.
-    Returns (loss, mean policy entropy per loss token; 0 unless `backward`)."""
+    """sum_t w_t * the algorithm's token loss (its surrogate, + the KL term when in the loss);
+    accumulates grads if `backward`. Returns (loss, mean policy entropy per loss token; 0 unless
+    `backward`)."""
     total, entropy_sum, tokens = 0.0, 0.0, 0.0
-    for chunk in batch_indices(len(rows), micro):
+    for chunk in batch_indices(len(rows), plan.microbatch_size):
         idx = rows[chunk]
         mb = batch.select(idx)
         r = mb.rollouts
         with torch.set_grad_enabled(backward):
             logp, entropy = response_logprobs(
-                model, r.input_ids, r.attention_mask, r.response_mask.shape[1], backward, share
+                model, r.input_ids, r.attention_mask, r.response_mask.shape[1], backward, plan.share_prompt
             )
-            tok = -torch.exp(logp - mb.old_logprobs) * mb.advantages
-            if mb.ref_logprobs is not None and params.kl_coef > 0 and not params.kl_in_reward:
-                tok = tok + params.kl_coef * KL_ESTIMATORS[params.kl_estimator](logp, mb.ref_logprobs)
+            m = loss_mask(mb)
+            tok, _ = algo.token_loss(logp, mb.old_logprobs, mb.ref_logprobs, mb.advantages, m, params)
             loss = (tok * weights[idx]).sum()
         if backward:
             loss.backward()
-            m = loss_mask(mb)
             entropy_sum += float(masked_sum(entropy, m))
             tokens += float(m.sum())
         total += float(loss.detach())
@@ -124,12 +123,10 @@ def _kl_old_new(model: Any, batch: ScoredBatch, rows: torch.Tensor, micro: int, 
 
 def trpo_update(
     model: Any,
+    algo: Any,
     batch: ScoredBatch,
     params: Any,
-    algo: Any,
-    micro: int,
-    max_len: int,
-    share: bool,
+    plan: UpdatePlan,
     guard: NonFiniteGuard,
 ) -> dict[str, float]:
     """One natural-gradient step on the whole batch, inside the KL trust region."""
@@ -137,12 +134,12 @@ def trpo_update(
     t = params.trpo
     trainable = [p for p in model.parameters() if p.requires_grad]
     mask = loss_mask(batch)
-    weights = aggregation_weights(mask, params.loss_agg, max_len)
+    weights = aggregation_weights(mask, params.loss_agg, plan.max_len or mask.shape[1])
     everything = torch.arange(batch.rollouts.size)
     active = (algo.rows_with_gradient(batch, params) & mask.any(-1)).nonzero().squeeze(-1)
     for p in trainable:
         p.grad = None
-    loss_old, entropy = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=True)
+    loss_old, entropy = _surrogate_loss(model, algo, batch, active, weights, params, plan, backward=True)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
     g = torch.cat([x.reshape(-1) for x in grads])
     for p in trainable:
@@ -158,7 +155,9 @@ def trpo_update(
     if not guard.check(loss_old, float(g.norm())) or float(g.norm()) == 0.0:
         return metrics
     stride = max(1, round(1 / max(t.fvp_fraction, 1e-6)))
-    fvp = _fisher_vector_product(model, trainable, batch, everything[::stride], micro, t.damping)
+    fvp = _fisher_vector_product(
+        model, trainable, batch, everything[::stride], plan.microbatch_size, t.damping
+    )
     direction = conjugate_gradient(fvp, -g, t.cg_iters)
     step = max_step(direction, fvp(direction), t.max_kl)
     start = parameters_to_vector(trainable).detach().clone()
@@ -168,8 +167,10 @@ def trpo_update(
         if frac == 0.0:
             return 0.0, 0.0
         with torch.no_grad():
-            loss_new, _ = _surrogate_loss(model, batch, active, weights, params, micro, share, backward=False)
-        return loss_old - loss_new, _kl_old_new(model, batch, everything, micro, share)
+            loss_new, _ = _surrogate_loss(model, algo, batch, active, weights, params, plan, backward=False)
+        return loss_old - loss_new, _kl_old_new(
+            model, batch, everything, plan.microbatch_size, plan.share_prompt
+        )
 
     res = backtracking_line_search(evaluate, t.max_kl, t.backtrack_ratio, t.max_backtracks)
     metrics.update(
