@@ -18,7 +18,7 @@ from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import AdvantageInputs
 from rlft.batch import ScoredBatch
 from rlft.config.loader import to_dict
-from rlft.config.rl import RLConfig
+from rlft.config.rl import AlgoConfig, RLConfig
 from rlft.data.prompts import PromptStream
 from rlft.dist.checkpoint import load_checkpoint, save_checkpoint  # one or several processes
 from rlft.dist.ranks import any_rank, global_mean, is_main, rank_log_dir, reduce_metrics, world_size
@@ -111,7 +111,13 @@ def rl_step(
 
 
 def no_grad_passes(
-    cfg: RLConfig, parts: RunParts, algo: Algorithm, p: Any, batch: ScoredBatch, plan: UpdatePlan, lap: Laps
+    cfg: RLConfig,
+    parts: RunParts,
+    algo: Algorithm,
+    p: AlgoConfig,
+    batch: ScoredBatch,
+    plan: UpdatePlan,
+    lap: Laps,
 ) -> tuple[ScoredBatch, int]:
     """Step 4: the sampling policy's logprobs when the algorithm needs them (else the update takes
     its first pass's own), the reference's when there is a KL term, the critic's values. Returns
@@ -131,7 +137,9 @@ def no_grad_passes(
     return batch, 1 + old + ref
 
 
-def with_advantages(algo: Algorithm, p: Any, batch: ScoredBatch, metrics: dict[str, float]) -> ScoredBatch:
+def with_advantages(
+    algo: Algorithm, p: AlgoConfig, batch: ScoredBatch, metrics: dict[str, float]
+) -> ScoredBatch:
     """Step 5: the KL to the reference per token (when both logprobs are there), then the record's
     advantages (and value targets), and the loss mask of rows filtered out (e.g. truncated)."""
     r, values = batch.rollouts, batch.extras.get("values")
@@ -171,13 +179,23 @@ def rollout_flops(model: Any, rollouts: Any, no_grad_passes: int, trained_passes
 
 
 def _gradient_update(
-    parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, plan: UpdatePlan, guard: NonFiniteGuard
+    parts: RunParts,
+    algo: Algorithm,
+    batch: ScoredBatch,
+    p: AlgoConfig,
+    plan: UpdatePlan,
+    guard: NonFiniteGuard,
 ) -> dict[str, float]:
     return update_policy(parts.model, parts.optimizer, algo, batch, p, plan, guard, parts.critic)
 
 
 def _trust_region_update(
-    parts: RunParts, algo: Algorithm, batch: ScoredBatch, p: Any, plan: UpdatePlan, guard: NonFiniteGuard
+    parts: RunParts,
+    algo: Algorithm,
+    batch: ScoredBatch,
+    p: AlgoConfig,
+    plan: UpdatePlan,
+    guard: NonFiniteGuard,
 ) -> dict[str, float]:
     return trpo_update(parts.model, algo, batch, p, plan, guard)
 

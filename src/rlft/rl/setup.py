@@ -14,7 +14,7 @@ import torch
 from rlft.algorithms import get_algorithm
 from rlft.algorithms.registry import AdvantageInputs
 from rlft.config.loader import ConfigError, to_yaml
-from rlft.config.rl import RLConfig
+from rlft.config.rl import AlgoConfig, RLConfig
 from rlft.data.prompts import PromptStream, load_prompt_examples
 from rlft.dist.ranks import init_distributed, is_main, main_first, on_global_rows, rank, world_size
 from rlft.dist.sharding import is_sharded, prepare_model
@@ -214,7 +214,7 @@ def advantages_over_ranks(advantage_fn: Any) -> Any:
     """advantage_fn applied to the batch of every rank (group ids made distinct per rank), giving
     this rank's rows: batch-wide statistics (whitening, scale_rewards=batch) see the global batch."""
 
-    def over_ranks(x: AdvantageInputs, params: Any) -> Any:
+    def over_ranks(x: AdvantageInputs, params: AlgoConfig) -> Any:
         def on_rows(scores: Any, group_ids: Any, mask: Any, kl: Any, values: Any) -> Any:
             return advantage_fn(AdvantageInputs(scores, group_ids, mask, kl, values), params)
 

@@ -19,6 +19,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from rlft.algorithms.core import aggregation_weights, kl_k3
 from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, max_step
 from rlft.batch import ScoredBatch, batch_indices
+from rlft.config.rl import AlgoConfig
 from rlft.models.logprobs import response_logits, response_logprobs
 from rlft.ops import gather_logprobs, masked_mean, masked_sum
 from rlft.rl.update import UpdatePlan, loss_mask
@@ -31,7 +32,7 @@ def _surrogate_loss(
     batch: ScoredBatch,
     rows: torch.Tensor,
     weights: torch.Tensor,
-    params: Any,
+    params: AlgoConfig,
     plan: UpdatePlan,
     backward: bool,
 ) -> tuple[float, float]:
@@ -125,7 +126,7 @@ def trpo_update(
     model: Any,
     algo: Any,
     batch: ScoredBatch,
-    params: Any,
+    params: AlgoConfig,
     plan: UpdatePlan,
     guard: NonFiniteGuard,
 ) -> dict[str, float]:

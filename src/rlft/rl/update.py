@@ -13,6 +13,7 @@ import torch
 from rlft.algorithms import Algorithm
 from rlft.algorithms.core import aggregation_weights, clipped_value_loss
 from rlft.batch import ScoredBatch, batch_indices
+from rlft.config.rl import AlgoConfig
 from rlft.dist.ranks import (
     broadcast_object,
     on_global_rows,
@@ -65,7 +66,7 @@ def minibatch_step(
     optimizer: Any,
     algo: Algorithm,
     mb: ScoredBatch,
-    params: Any,
+    params: AlgoConfig,
     plan: UpdatePlan,
     guard: NonFiniteGuard,
     critic: Any = None,
@@ -136,7 +137,7 @@ def _microbatch_backward(
     micro: ScoredBatch,
     m: torch.Tensor,
     weights: torch.Tensor,
-    params: Any,
+    params: AlgoConfig,
     plan: UpdatePlan,
     critic: Any,
 ) -> tuple[float, float, dict[str, Any], float]:
@@ -157,7 +158,7 @@ def _microbatch_backward(
     return loss.item(), policy, metrics, float(m.sum())
 
 
-def _value_loss(critic: Any, micro: ScoredBatch, params: Any) -> torch.Tensor:
+def _value_loss(critic: Any, micro: ScoredBatch, params: AlgoConfig) -> torch.Tensor:
     r = micro.rollouts
     values = response_values(critic, r.input_ids, r.attention_mask, r.response_mask.shape[1])
     return clipped_value_loss(values, micro.extras["values"], micro.extras["returns"], params.value.clip)
@@ -168,7 +169,7 @@ def update_policy(
     optimizer: Any,
     algo: Algorithm,
     batch: ScoredBatch,
-    params: Any,
+    params: AlgoConfig,
     plan: UpdatePlan,
     guard: NonFiniteGuard,
     critic: Any = None,
