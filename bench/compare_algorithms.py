@@ -1,8 +1,11 @@
 """Compare RL algorithms on the default arithmetic task with the same sampling budget.
 
-Runs each algorithm (a fresh process per run, so peak RSS is per algorithm), then writes
-docs/algorithms.md (table: held-out greedy accuracy before/after, wall time, peak RSS) and
-docs/algorithms_reward.png (training reward curves).
+Runs each algorithm (a fresh process per run, so peak RSS is per algorithm), then writes a dated
+results page, docs/results/YYYY-MM-DD-algorithms.md (table: held-out greedy accuracy after, wall
+time, peak RSS; the commit, machine and command), and its training reward curves beside it,
+YYYY-MM-DD-algorithms-reward.png (docs/results/README.md: one page per measurement, never
+overwritten; a second run on the same day gets -2, -3, ...). Add the page to the README's table
+there, with the caveats of the run.
 
     .venv/bin/python bench/compare_algorithms.py --steps 15 --out runs/compare
 """
@@ -10,11 +13,17 @@ docs/algorithms_reward.png (training reward curves).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 RUNS = {
     "grpo": [],
@@ -84,8 +93,7 @@ def write_report(results: list[dict], base_acc: float | None, args: argparse.Nam
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    docs = Path("docs")
-    docs.mkdir(exist_ok=True)
+    page, curves = dated_paths(RESULTS, "algorithms")
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
         ax.plot(range(1, len(r["rewards"]) + 1), r["rewards"], label=r["name"])
@@ -94,11 +102,21 @@ def write_report(results: list[dict], base_acc: float | None, args: argparse.Nam
     ax.set_title(f"{args.prompts} prompts x {args.samples} samples per step")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(docs / "algorithms_reward.png", dpi=100)
+    fig.savefig(curves, dpi=100)
     base = "n/a" if base_acc is None else f"{base_acc:.1%}"
+    command = shlex.join([".venv/bin/python", "bench/compare_algorithms.py", *sys.argv[1:]])
     lines = [
+        f"# Algorithms side by side on the demo task ({page.stem[:10]})",
+        "",
         f"Budget: {args.steps} steps x {args.prompts} prompts x {args.samples} samples; held-out greedy "
-        f"accuracy on {args.eval_limit} problems; base model {base}.",
+        f"accuracy on {args.eval_limit} problems; base model {base}. Commit `{_commit()}`; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs. Topic page: [../algorithms.md](../algorithms.md).",
+        "",
+        "Reproduce:",
+        "",
+        "```bash",
+        command,
+        "```",
         "",
         "| algorithm | held-out after | train wall (s) | run wall (s) | peak RSS (MiB) |",
         "|---|---|---|---|---|",
@@ -108,8 +126,37 @@ def write_report(results: list[dict], base_acc: float | None, args: argparse.Nam
             f"| {r['name']} | {r['after']:.1%} | {r['train_s']:.0f} | {r['wall_s']:.0f} | "
             f"{r['peak_rss_mib']:.0f} |"
         )
-    (docs / "algorithms.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"![training reward per algorithm]({curves.name})"]
+    page.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    print(f"\nwritten: {page} and {curves}; list the page in {RESULTS / 'README.md'}")
+
+
+def dated_paths(results: Path, topic: str) -> tuple[Path, Path]:
+    """(page, curves) for today under `results`: DATE-topic.md and DATE-topic-reward.png, with
+    -2, -3, ... after the topic when a page of that name is already there (never overwritten)."""
+    results.mkdir(parents=True, exist_ok=True)
+    stem, n = f"{datetime.date.today().isoformat()}-{topic}", 1
+    while (results / f"{stem}{'' if n == 1 else f'-{n}'}.md").exists():
+        n += 1
+    stem += "" if n == 1 else f"-{n}"
+    return results / f"{stem}.md", results / f"{stem}-reward.png"
+
+
+def _commit() -> str:
+    """The short hash of the checked-out commit (with -dirty when the tree has changes), or
+    "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS.parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Stages (each skipped when its output exists, so a rerun continues):
    gain over the base model that each student keeps.
 
     .venv/bin/python bench/distill_demo.py --teacher runs/demo/final [--out runs/distill_demo]
-    # the figures in the README (issue 6): the best contiguous 16 of 30 layers, 2000 + 3000 prompts
+    # docs/results/2026-12-04-distillation.md: the best contiguous 16 of 30 layers, 2000 + 3000 prompts
     .venv/bin/python bench/distill_demo.py --layers auto --prompts 2000 --steps 250 \
         --recipes traces_sft,on_policy,more_traces traces.n_samples=2 traces.keep_per_prompt=2 \
         train.optim.lr=1.0e-4

@@ -1,11 +1,16 @@
-"""Workload W side by side: TRL's GRPOTrainer (shared/bench/bench_trl_grpo.py) and `rlft bench
---config configs/bench_w.yaml`, interleaved (TRL, rlft, TRL, rlft, ...) on one machine, so both
-see the same load. Prints per-phase medians of each and the ratio; writes everything as JSON.
+"""Workload W side by side: TRL's GRPOTrainer and `rlft bench --config configs/bench_w.yaml`,
+interleaved (TRL, rlft, TRL, rlft, ...) on one machine, so both see the same load. Prints
+per-phase medians of each and the ratio; writes everything as JSON.
 
-    .venv/bin/python bench/vs_trl.py --trl-python /work/trl-venv/bin/python \\
-        --smol-dir /work/smol-fp32 --steps 6 --rounds 2 --out runs/vs_trl
+    .venv/bin/python bench/vs_trl.py --trl-python "$TRL_VENV/bin/python" \\
+        --trl-script "$TRL_SCRIPT" --smol-dir "$SMOL_FP32" --steps 6 --rounds 2 --out runs/vs_trl
 
-The TRL side needs its own venv and the model converted per shared/bench/README.md. Nothing else
+The TRL side is not part of rlft: a venv with TRL 1.16 (TRL_VENV), an fp32 Hugging Face copy of
+SmolLM2-135M-Instruct (SMOL_FP32), and a script (TRL_SCRIPT) that runs GRPOTrainer on the
+workload of configs/bench_w.yaml. The script is called as `SCRIPT --steps N --out DIR --tag TAG
+--work-dir DIR` with SMOL_DIR set to the model, and must write DIR/summary_TAG.json holding
+`peak_rss_process_MiB` and `steady_state_steps_2_to_n`: per-phase {"median": seconds} for the TRL
+keys in PHASES below, plus `wall_s`, `tokens_per_s_generate` and `others_cpu_frac`. Nothing else
 should run meanwhile: the load average before and after each run is recorded.
 """
 
@@ -20,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEER = REPO.parent / "shared" / "bench" / "bench_trl_grpo.py"
 # phase: (TRL summary keys summed, rlft bench median_s key)
 PHASES = {
     "generate": (["generate_s"], "generate"),
@@ -40,7 +44,8 @@ def run(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> float:
 
 def trl_round(args: argparse.Namespace, out: Path, tag: str) -> dict:
     env = {**os.environ, "SMOL_DIR": args.smol_dir, "OMP_NUM_THREADS": args.threads, "HF_HUB_OFFLINE": "1"}
-    cmd = [args.trl_python, str(PEER), "--steps", str(args.steps), "--out", str(out), "--tag", tag]
+    script = str(Path(args.trl_script).resolve())
+    cmd = [args.trl_python, script, "--steps", str(args.steps), "--out", str(out), "--tag", tag]
     cmd += ["--work-dir", "/tmp/trl_grpo_work"]
     run(cmd, env, out / f"trl_{tag}.log", Path("/tmp"))
     s = json.loads((out / f"summary_{tag}.json").read_text())
@@ -98,6 +103,7 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trl-python", required=True)
+    ap.add_argument("--trl-script", required=True, help="the TRL side's GRPOTrainer script (see above)")
     ap.add_argument("--smol-dir", required=True, help="SmolLM2-135M-Instruct converted for TRL")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=2)

@@ -1,4 +1,4 @@
-"""Frozen containers passed between the RL step's phases. Shapes use DESIGN.md's letters:
+"""Frozen containers passed between the RL step's phases. Shapes use the letters of docs/design.md:
 P prompts, G samples per prompt, B = P*G sequences, Lp padded prompt length, T response length,
 L = Lp + T. Imports nothing else from the package."""
 

@@ -80,7 +80,7 @@ def test_every_algorithm_runs_two_steps(make_rl_config, tmp_path, name, critic):
             # token is masked, so no row runs and the loss and gradient are exactly 0
             assert (m["loss/policy"], m["optim/grad_norm"], m["perf/active_rows_frac"]) == (0.0, 0.0, 0.0)
             continue
-        # diagnostics every family logs (issue 9): entropy, KL(old || new), grad norm, text signals
+        # diagnostics every family logs (docs/evaluation.md): entropy, KL(old || new), grad norm, text signals
         assert _finite(m, "policy/entropy") > 0 and _finite(m, "policy/approx_kl") >= -1e-6
         _finite(m, "optim/grad_norm")
         for key in ("response_len_p90", "reflection_frac", "think_words", "repeat_ngram_frac"):

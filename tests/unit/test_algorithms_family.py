@@ -186,7 +186,7 @@ def test_explicit_config_value_wins_even_when_falsy():
     assert get_algorithm("ppo").resolve(AlgoConfig(whiten_advantages=False)).whiten_advantages is False
 
 
-# what each record sets on top of GLOBAL_DEFAULTS (the papers' settings, DESIGN.md)
+# what each record sets on top of GLOBAL_DEFAULTS (the papers' settings, docs/algorithms.md's table)
 OWN_DEFAULTS = {
     "grpo": {},
     "dr_grpo": {"scale_rewards": "none", "loss_agg": "constant"},

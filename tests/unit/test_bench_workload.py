@@ -1,10 +1,9 @@
-"""Workload W (configs/bench_w.yaml, shared/bench/README.md): its prompt stream, chat messages
-and rewards match the peer's benchmark scripts."""
+"""Workload W (configs/bench_w.yaml, docs/performance.md): its prompt stream, chat messages and
+rewards match the TRL benchmark's recipe (bench/vs_trl.py runs that side)."""
 
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,13 @@ from rlft.data.prompts import load_train_rows, to_messages
 from rlft.rewards.builtin import answer_tags_present, first_answer_int
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
 W = load_config(RLConfig, str(ROOT / "configs" / "bench_w.yaml"), [])
 
 
 def test_first_w_prompts_match_the_peer_generator() -> None:
-    # shared/bench/bench_raw.py make_problems(4): random.Random(1234); prompt i even draws
+    # the TRL benchmark's generator: random.Random(1234); prompt i even draws
     # A, B = randint(2, 99) twice -> 58, 16; i odd draws randint(2, 19) twice -> 2, 4; then
-    # 76 + 6 and 4 * 5 (printed by running make_problems once)
+    # 76 + 6 and 4 * 5 (printed by running that generator once)
     rows = load_train_rows(W.data, W.seed, needed=4)
     assert [(r["prompt"], r["answer"]) for r in rows] == [
         ("What is 58 + 16?", "74"),
@@ -33,7 +31,7 @@ def test_first_w_prompts_match_the_peer_generator() -> None:
 
 
 def test_w_prompt_stream_follows_the_peer_recipe_for_96_prompts() -> None:
-    # the recipe of shared/bench/bench_trl_grpo.py, re-derived: A drawn before B, ops alternate
+    # the TRL benchmark's recipe, re-derived: A drawn before B, ops alternate
     rng = random.Random(1234)
     expected = []
     for i in range(96):
@@ -42,18 +40,6 @@ def test_w_prompt_stream_follows_the_peer_recipe_for_96_prompts() -> None:
         expected.append((f"What is {a} {op} {b}?", str(a + b if op == "+" else a * b)))
     rows = load_train_rows(W.data, W.seed, needed=96)
     assert [(r["prompt"], r["answer"]) for r in rows] == expected
-
-
-@pytest.mark.skipif(not (SHARED_BENCH / "bench_raw.py").exists(), reason="shared/bench not present")
-def test_w_prompt_stream_equals_the_shared_script() -> None:
-    sys.path.insert(0, str(SHARED_BENCH))
-    try:
-        from bench_raw import make_problems  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(SHARED_BENCH))
-    peer = [(p["question"], str(p["answer"])) for p in make_problems(96)]
-    rows = load_train_rows(W.data, W.seed, needed=96)
-    assert [(r["prompt"], r["answer"]) for r in rows] == peer
 
 
 def test_w_chat_messages_and_batch_shape() -> None:
@@ -86,7 +72,7 @@ def test_w_chat_messages_and_batch_shape() -> None:
         ("<answer>seventy-four</answer>", 0.0, 1.0),  # int() fails: wrong, but tagged
         ("<answer>74.0</answer>", 0.0, 1.0),  # int("74.0") raises
         ("The answer is 74.", 0.0, 0.0),  # no tags: nothing
-        ("<ANSWER>74</ANSWER>", 0.0, 0.0),  # the peer's regex is case-sensitive
+        ("<ANSWER>74</ANSWER>", 0.0, 0.0),  # the TRL benchmark's regex is case-sensitive
         ("<answer>74", 0.0, 0.0),  # unclosed
     ],
 )

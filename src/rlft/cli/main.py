@@ -1,4 +1,5 @@
-"""Command line: parse, load config, call a loop; nothing else (see CLI.md)."""
+"""Command line: parse, load config, call a loop; nothing else (exit codes, error lines and
+outputs: docs/development.md, "The CLI contract")."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ class DiagnosticsConfig:
 
 
 # Alarms (rlft.telemetry.alarms): each compares the first and the last `window` points of a metric, or
-# checks the mean of the last window; see README "Alarms".
+# checks the mean of the last window; see docs/evaluation.md#alarms.
 @dataclass(frozen=True)
 class AlarmConfig:
     enabled: bool = field(True, "check alarms after every step (warning + alarms.jsonl when one fires)")

@@ -59,7 +59,8 @@ def train_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
 
 
 def randint_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
-    """Workload W's prompt stream (shared/bench): random.Random(seed), ops in turn, operand A then
+    """Workload W's prompt stream (configs/bench_w.yaml; the TRL benchmark's recipe, described in
+    docs/performance.md): random.Random(seed), ops in turn, operand A then
     B each drawn with rng.randint(min_operand, add_max or mul_max); no held-out split."""
     rng = random.Random(seed)
     while True:

@@ -165,7 +165,8 @@ SUMMARY_KEYS = ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens",
 
 
 def eval_summary(res: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary without per-row records: the CLI contract's keys plus every pass@j."""
+    """The summary without per-row records: SUMMARY_KEYS plus every pass@j (the keys `rlft eval
+    --json` promises; docs/development.md, "The CLI contract")."""
     extra = sorted((k for k in res if k.startswith("pass@") and k != "pass@k"), key=_k_of)
     return {k: res[k] for k in (*SUMMARY_KEYS, *extra) if k in res}
 
@@ -182,7 +183,7 @@ def write_eval_rows(res: Mapping[str, Any], rows_path: str) -> None:
 
 
 def write_eval_results(res: Mapping[str, Any], json_path: str | None, rows_path: str | None) -> None:
-    """Summary as JSON (the CLI contract's keys) and per-row results as JSONL."""
+    """Summary as JSON (`eval_summary`'s keys) and per-row results as JSONL."""
     if json_path:
         with open(json_path, "w") as f:
             json.dump(eval_summary(res), f, indent=1)

@@ -148,7 +148,7 @@ def rows_path_for(rows_out: str, name: str, several: bool) -> str:
 def write_outputs(
     results: Mapping[str, Mapping[str, Any]], json_out: str | None, rows_out: str | None
 ) -> list[str]:
-    """JSON summary (the CLI contract's object for one model, {"models": {name: summary}} for
+    """JSON summary (`eval_summary` for one model, {"models": {name: summary}} for
     several) and per-row JSONL files; returns the row files written."""
     several = len(results) > 1
     if json_out:

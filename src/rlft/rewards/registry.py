@@ -1,5 +1,5 @@
 """Resolve reward names: built-ins, `pkg.mod:fn` and `path/file.py:fn` (the one place a string
-becomes an object, DESIGN.md)."""
+becomes an object; docs/design.md)."""
 
 from __future__ import annotations
 

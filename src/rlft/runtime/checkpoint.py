@@ -10,6 +10,9 @@ previous complete checkpoint is untouched.
 
 Test hook: RLFT_FAULT_SAVE_SLEEP_S=<seconds> sleeps after every file a save writes, widening the
 window in which a chaos test (bench/chaos.py) can kill a run mid-save.
+
+Over 300 lines on purpose: writing, finding, loading and checking a checkpoint are one on-disk
+format, and its file names and guarantees stay readable in one place.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class RunResult:
     backend: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of `rlft sandbox run --json` (CLI.md)."""
+        """The JSON object of `rlft sandbox run --json` (docs/development.md, "The CLI contract")."""
         keys = ("status", "exit_code", "stdout", "stderr", "reason", "wall_s")
         return {k: getattr(self, k) for k in keys}
 
