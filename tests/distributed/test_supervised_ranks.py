@@ -33,18 +33,18 @@ STEPS = ["train.steps=4", "train.save_every=2", "train.eval_every=2", "dist.time
 # noise of 0, and a 1-vs-2-process run sums in another order; DPO's accuracy is compared at step 1
 # alone, where every margin is exactly 0 by construction (test_two_ranks_match_one_process)
 KEYS = {
-    "sft": ["loss/sft", "grad_norm", "sft/assistant_tokens", "eval/loss", "eval/tokens"],
-    "rm": ["loss/reward_model", "grad_norm", "reward/mean", "eval/bt_loss", "eval/reward_mean"],
+    "sft": ["loss/sft", "optim/grad_norm", "sft/assistant_tokens", "eval/loss", "eval/tokens"],
+    "rm": ["loss/reward_model", "optim/grad_norm", "reward/mean", "eval/bt_loss", "eval/reward_mean"],
     "dpo": [
         "loss/dpo",
-        "grad_norm",
+        "optim/grad_norm",
         "rewards/chosen",
         "rewards/rejected",
         "rewards/margin",
         "eval/loss",
         "eval/rewards_margin",
     ],
-    "distill": ["loss/distill", "grad_norm", "distill/forward_kl", "distill/tokens", "eval/loss"],
+    "distill": ["loss/distill", "optim/grad_norm", "distill/forward_kl", "distill/tokens", "eval/loss"],
 }
 PREFERENCE_MICROBATCH = 6  # sequences per pass: two 4-way rankings take 2 passes, any other two 1
 
@@ -174,7 +174,7 @@ def test_fsdp2_on_policy_distillation_matches_ddp(tmp_path, tiny_model_path):
         _ok(run_rlft(2, [*args, *STEPS, f"dist.strategy={strategy}"]))
     ddp, fsdp2 = read_metrics(outs["ddp"]), read_metrics(outs["fsdp2"])
     assert sorted(fsdp2) == [1, 2, 3, 4]
-    keys = ["loss/distill", "grad_norm", "distill/reverse_kl", "rollout/response_len", "eval/loss"]
+    keys = ["loss/distill", "optim/grad_norm", "distill/reverse_kl", "rollout/response_len", "eval/loss"]
     assert_same_steps(ddp, fsdp2, keys, rel=1e-5)
     # the sampled completions' token counts vary from step to step and agree at every step
     assert len({m["distill/tokens"] for m in fsdp2.values()}) > 1

@@ -159,8 +159,8 @@ def test_first_step_loss_and_grad_norm_do_not_depend_on_microbatch_size(tmp_path
         (m,) = read_metrics(out)
         got.append(m)
     assert got[0][key] == pytest.approx(got[1][key], abs=1e-5)
-    assert got[0]["grad_norm"] == pytest.approx(got[1]["grad_norm"], rel=1e-4)
-    assert got[0]["grad_norm"] > 0
+    assert got[0]["optim/grad_norm"] == pytest.approx(got[1]["optim/grad_norm"], rel=1e-4)
+    assert got[0]["optim/grad_norm"] > 0
 
 
 def test_microbatches_pack_whole_rankings():

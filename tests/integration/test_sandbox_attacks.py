@@ -177,16 +177,15 @@ def test_home_dir_secret_is_unreadable(box):
     assert res.status == "runtime_error" and "root-secret-456" not in res.stdout
 
 
-def test_project_checkout_is_invisible(box):
-    if box.backend != "bwrap":
-        pytest.skip(f"known limitation: the {box.backend} backend shows the host tree to the slot uid")
+def test_project_checkout_is_invisible_under_bwrap_only(box):
     res = run(box, f"import os\nprint(os.listdir({str(REPO_ROOT)!r}))")
-    assert res.status == "runtime_error" and "FileNotFoundError" in res.reason
+    if box.backend == "bwrap":
+        assert res.status == "runtime_error" and "FileNotFoundError" in res.reason
+    else:  # the documented limitation of the weaker backends (docs/sandbox.md): the host tree shows
+        assert res.status == "ok" and "'src'" in res.stdout
 
 
-def test_network_connection_is_blocked(box):
-    if box.backend == "rlimit":
-        pytest.skip("known limitation: the rlimit backend does not isolate the network")
+def test_network_connection_is_blocked_except_under_rlimit(box):
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     threading.Thread(target=_serve_once, args=(server,), daemon=True).start()
@@ -201,7 +200,10 @@ def test_network_connection_is_blocked(box):
     """,
     )
     server.close()
-    assert res.stdout.startswith("blocked") and "host-secret" not in res.stdout
+    if box.backend == "rlimit":  # the documented limitation (docs/sandbox.md): no network isolation
+        assert "host-secret" in res.stdout
+    else:
+        assert res.stdout.startswith("blocked") and "host-secret" not in res.stdout
 
 
 def _serve_once(server: socket.socket) -> None:

@@ -170,7 +170,7 @@ def test_packed_and_unpacked_training_agree(tmp_path, tiny_model_path):
     assert sum(m["sft/rows"] for m in packed) < sum(m["sft/rows"] for m in plain)
     for a, b in zip(plain, packed, strict=True):
         assert a["loss/sft"] == pytest.approx(b["loss/sft"], abs=1e-5), a["step"]
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), a["step"]
+        assert a["optim/grad_norm"] == pytest.approx(b["optim/grad_norm"], rel=1e-4), a["step"]
     wa, wb = saved_weights(outs[False] / "final"), saved_weights(outs[True] / "final")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5), k

@@ -11,6 +11,7 @@ from rlft.algorithms.core import (
     aggregate,
     aggregation_weights,
     clipped_policy_loss,
+    flat_groups,
     group_normalized,
     kl_k1,
     kl_k2,
@@ -18,6 +19,14 @@ from rlft.algorithms.core import (
 )
 
 # ---------------------------------------------------------------- group_normalized
+
+
+def test_flat_groups_by_hand():
+    # group ids 7, 3, 7, 3, 9 -> sorted 3, 7, 9 = indices 0, 1, 2; scores per group:
+    # 3: (1, 1) flat; 7: (0.5, 2) not flat; 9: (4) a group of one is flat
+    flat, inverse = flat_groups(torch.tensor([0.5, 1.0, 2.0, 1.0, 4.0]), torch.tensor([7, 3, 7, 3, 9]))
+    assert flat.tolist() == [True, False, True] and inverse.tolist() == [1, 0, 1, 0, 2]
+
 
 SCORES = torch.tensor([0.0, 1.0, 2.0, 0.0, 2.0, 4.0])
 GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])

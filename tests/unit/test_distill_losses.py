@@ -10,6 +10,7 @@ import torch
 
 from rlft.algorithms.distill import (
     forward_kl,
+    full_vocab_kl,
     generalized_jsd,
     reverse_kl,
     token_divergence,
@@ -137,6 +138,21 @@ def test_kl_nonnegative_and_exactly_zero_for_identical_logits():
     torch.testing.assert_close(
         token_divergence("jsd", s, s.clone(), mask), torch.zeros(4, 6), atol=1e-6, rtol=0
     )
+
+
+def test_full_vocab_kl_by_hand_zero_log_zero_and_gradient_in_q():
+    # p = (1/2, 1/2, 0), q = (1/4, 1/4, 1/2) as logprobs [2, V=3] (two equal rows):
+    # KL(p || q) = 1/2 ln 2 + 1/2 ln 2 + 0 (0 log 0 = 0, even with log p = -inf) = ln 2
+    logp = torch.tensor([[math.log(0.5), math.log(0.5), -math.inf]] * 2)
+    logq = torch.tensor([[math.log(0.25), math.log(0.25), math.log(0.5)]] * 2, requires_grad=True)
+    got = full_vocab_kl(logp, logq)
+    assert got.shape == (2,)
+    torch.testing.assert_close(got, torch.full((2,), math.log(2.0)))
+    # d KL / d log q(v) = -p(v) with p fixed (TRPO passes logp.detach())
+    got.sum().backward()
+    torch.testing.assert_close(logq.grad, torch.tensor([[-0.5, -0.5, 0.0]] * 2))
+    # the direction is the argument order: KL(q || p) is infinite here (q has mass where p has none)
+    assert full_vocab_kl(logq.detach(), logp)[0].item() == math.inf
 
 
 def test_sampled_reverse_kl_estimator():

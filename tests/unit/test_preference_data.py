@@ -12,6 +12,7 @@ import pytest
 
 from rlft.data.preferences import (
     Ranked,
+    common_prefix_len,
     conversation_text,
     encode_conversation,
     parse_preference_row,
@@ -290,3 +291,10 @@ def test_encode_conversation_truncation_keeps_the_end(tiny_tok):
     # shorter than the response: no prompt left, only the response's end
     ids, prompt_len = encode_conversation(tiny_tok, "hi", "yes", max_length=3)
     assert prompt_len == 0 and tiny_tok.decode(ids) == "s<|im_end|>\n"
+
+
+def test_common_prefix_len():
+    assert common_prefix_len([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix_len([1, 2], [1, 2, 3]) == 2  # one is a prefix of the other
+    assert common_prefix_len([7], [1]) == 0
+    assert common_prefix_len([], [1]) == 0

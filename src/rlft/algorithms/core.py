@@ -11,6 +11,18 @@ from torch import Tensor
 from rlft.ops import masked_mean
 
 
+def flat_groups(scores: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Which groups carry no signal: (flat [G] bool, True where every score of the group is equal,
+    max == min; inverse [B], each row's group index 0..G-1 in sorted group-id order). A flat group
+    gets advantage 0, dynamic sampling drops it, `rollout/zero_std_groups_frac` counts it."""
+    scores = scores.float()
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    zeros = torch.zeros(int(inverse.max()) + 1 if inverse.numel() else 0, device=scores.device)
+    hi = zeros.scatter_reduce(0, inverse, scores, "amax", include_self=False)
+    lo = zeros.scatter_reduce(0, inverse, scores, "amin", include_self=False)
+    return hi == lo, inverse
+
+
 def group_normalized(scores: Tensor, group_ids: Tensor, scale: str = "group", eps: float = 1e-4) -> Tensor:
     """GRPO outcome advantage (Shao et al. 2024, DeepSeekMath eq. 4 context, sec. 4.1.2):
     A_i = (r_i - mean(r_group)) / (std(r_group) + eps).
@@ -20,16 +32,13 @@ def group_normalized(scores: Tensor, group_ids: Tensor, scale: str = "group", ep
     std is the unbiased sample std; a group of one, or of equal scores, gets advantage 0.
     """
     scores = scores.float()
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    zeros = torch.zeros(n_groups, device=scores.device)
+    flat_group, inverse = flat_groups(scores, group_ids)
+    zeros = torch.zeros(len(flat_group), device=scores.device)
     count = zeros.index_add(0, inverse, torch.ones_like(scores))
     mean = zeros.index_add(0, inverse, scores) / count
     centred = scores - mean[inverse]
     # equal scores give exactly 0 (float rounding of the mean must not leak a tiny advantage)
-    hi = zeros.scatter_reduce(0, inverse, scores, "amax", include_self=False)
-    lo = zeros.scatter_reduce(0, inverse, scores, "amin", include_self=False)
-    flat = (hi == lo)[inverse]
+    flat = flat_group[inverse]
     if scale == "none":
         return torch.where(flat, 0.0, centred)
     if scale == "group":

@@ -13,6 +13,9 @@ Temperature (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network",
 distributions are softmax(logits / tau) and the loss is multiplied by tau^2, because the gradient
 of the softened loss scales as 1 / tau^2; tau = 1 is the plain divergence.
 
+`full_vocab_kl` is the package's one exact KL between two distributions over the vocabulary
+(also the layer-pruning score of rlft.models.students).
+
 Imports nothing from the package.
 """
 
@@ -32,9 +35,17 @@ def tempered_logprobs(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.log_softmax(logits.float() / temperature, dim=-1)
 
 
-def kl_from_logprobs(logp: Tensor, logq: Tensor) -> Tensor:
-    """KL(p || q) = sum_v p(v) [log p(v) - log q(v)] over the last dim, with 0 log 0 = 0.
-    [..., V] -> [...]"""
+def full_vocab_kl(logp: Tensor, logq: Tensor) -> Tensor:
+    """Exact KL(p || q) between two next-token distributions over the whole vocabulary, given as
+    logprobs [..., V] -> [...] (relative entropy: Cover & Thomas 2006, "Elements of Information
+    Theory", sec. 2.3, which also fixes 0 log 0 = 0):
+
+        KL(p || q) = sum_v p(v) [log p(v) - log q(v)],  with 0 log 0 = 0 (a term with p(v) = 0 is 0).
+
+    No temperature, no mask, no mean over positions: the caller tempers the logprobs, masks and
+    averages. The direction is the argument order (first = the distribution the expectation is
+    under). Gradients flow through both arguments; pass logp.detach() to differentiate only in q
+    (TRPO's Fisher-vector product)."""
     p = logp.exp()
     return torch.where(p > 0, p * (logp - logq), torch.zeros_like(p)).sum(-1)
 
@@ -63,7 +74,7 @@ def forward_kl(
     _check(student_logits, teacher_logits, response_mask)
     logp_s = tempered_logprobs(student_logits, temperature)
     logp_t = tempered_logprobs(teacher_logits, temperature)
-    return _masked(kl_from_logprobs(logp_t, logp_s) * temperature**2, response_mask)
+    return _masked(full_vocab_kl(logp_t, logp_s) * temperature**2, response_mask)
 
 
 def reverse_kl(
@@ -76,7 +87,7 @@ def reverse_kl(
     _check(student_logits, teacher_logits, response_mask)
     logp_s = tempered_logprobs(student_logits, temperature)
     logp_t = tempered_logprobs(teacher_logits, temperature)
-    return _masked(kl_from_logprobs(logp_s, logp_t) * temperature**2, response_mask)
+    return _masked(full_vocab_kl(logp_s, logp_t) * temperature**2, response_mask)
 
 
 def generalized_jsd(
@@ -110,7 +121,7 @@ def generalized_jsd(
     logp_t = tempered_logprobs(teacher_logits, temperature)
     # log M = log(beta p_t + (1 - beta) p_s), mixed in probability space (not in log space)
     log_m = torch.logsumexp(torch.stack([logp_t + math.log(beta), logp_s + math.log(1.0 - beta)]), dim=0)
-    jsd = beta * kl_from_logprobs(logp_t, log_m) + (1.0 - beta) * kl_from_logprobs(logp_s, log_m)
+    jsd = beta * full_vocab_kl(logp_t, log_m) + (1.0 - beta) * full_vocab_kl(logp_s, log_m)
     return _masked(jsd * temperature**2, response_mask)
 
 

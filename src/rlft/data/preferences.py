@@ -156,12 +156,14 @@ def encode_conversation(
     the first tokens are dropped (the prompt's start goes first; the response end is kept)."""
     full = tok(conversation_text(tok, prompt, response, system_prompt), add_special_tokens=False)["input_ids"]
     head = tok(chat_text(tok, prompt, system_prompt), add_special_tokens=False)["input_ids"]
-    prompt_len = len(head) if full[: len(head)] == head else _common_prefix(full, head)
+    prompt_len = len(head) if full[: len(head)] == head else common_prefix_len(full, head)
     cut = max(0, len(full) - max_length)
     return full[cut:], max(0, prompt_len - cut)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens the id sequences a and b share: where a chat-template rendering of
+    a conversation's prefix stops matching the rendering of the whole (here and in rlft.data.sft)."""
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from jinja2 import TemplateError
 
-from rlft.data.preferences import prompt_key
+from rlft.data.preferences import common_prefix_len, prompt_key
 from rlft.data.prompts import to_messages
 from rlft.data.quarantine import DataReport
 from rlft.data.rows import DataError, keep_valid_rows, read_rows
@@ -143,13 +143,6 @@ def _ids(tok: Any, messages: Sequence[Mapping[str, Any]], generation_prompt: boo
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def assistant_mask(tok: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[bool]]:
     """Token ids of the conversation and a mask that is True on exactly the assistant turns'
     tokens: their content and end-of-turn token, not the role header or the separator after it."""
@@ -159,8 +152,8 @@ def assistant_mask(tok: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[lis
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start = _common_prefix(_ids(tok, messages[:i], generation_prompt=True), full)
-        end = _common_prefix(_ids(tok, messages[: i + 1]), full)
+        start = common_prefix_len(_ids(tok, messages[:i], generation_prompt=True), full)
+        end = common_prefix_len(_ids(tok, messages[: i + 1]), full)
         while end > start and full[end - 1] not in special and not tok.decode([full[end - 1]]).strip():
             end -= 1  # "\n" after <|im_end|>: the model stops at the end-of-turn token
         mask[start:end] = [True] * (end - start)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from rlft.dist.ranks import broadcast_parameters, world_size
+from rlft.dist.ranks import all_reduce, broadcast_parameters, world_size
 
 STRATEGIES = ("ddp", "fsdp2")
 Out = TypeVar("Out")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from rlft.algorithms.distill import full_vocab_kl
 from rlft.runtime.atomic_fs import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def best_block_layers(
             kept = [i for i in range(n) if not start <= i < start + n - keep]
             with _only_layers(teacher, kept):
                 cut = _logprobs(teacher, input_ids, attention_mask)[real]
-            scores[start] = float((ref.exp() * (ref - cut)).sum(-1).mean())
+            scores[start] = float(full_vocab_kl(ref, cut).mean())
     best = min(scores, key=scores.__getitem__)
     return [i for i in range(n) if not best <= i < best + n - keep], scores
 

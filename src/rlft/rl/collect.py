@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from rlft.algorithms.core import flat_groups
 from rlft.batch import Rollouts
 from rlft.dist.ranks import rank_slice, world_size
 from rlft.rewards.scoring import score_completions
@@ -20,8 +21,7 @@ from rlft.rollout.base import Generations, SamplingParams
 
 def informative_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     """bool [P]: groups (consecutive blocks of group_size) whose scores are not all equal."""
-    grouped = scores.view(-1, group_size)
-    return grouped.max(-1).values != grouped.min(-1).values
+    return ~flat_groups(scores, torch.arange(len(scores), device=scores.device) // group_size)[0]
 
 
 def prompt_seeds(run_seed: int, first_draw: int, n: int) -> tuple[int, ...]:

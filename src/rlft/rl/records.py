@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlft.algorithms.core import flat_groups
 from rlft.batch import ScoredBatch
 from rlft.config.rl import DiagnosticsConfig
 from rlft.telemetry.diagnostics import percentile, text_diagnostics
@@ -15,8 +16,7 @@ def rollout_metrics(batch: ScoredBatch, diag: DiagnosticsConfig | None = None) -
     diag = diag or DiagnosticsConfig()
     r = batch.rollouts
     lengths = r.response_mask.sum(-1).float()
-    groups = r.group_ids.unique()
-    flat = sum(float(batch.scores[r.group_ids == g].std(unbiased=False)) == 0.0 for g in groups)
+    flat = flat_groups(batch.scores, r.group_ids)[0]
     responses = r.input_ids[:, r.prompt_len :]
     response_ids = [row[m].tolist() for row, m in zip(responses, r.response_mask, strict=True)]
     return {
@@ -24,7 +24,7 @@ def rollout_metrics(batch: ScoredBatch, diag: DiagnosticsConfig | None = None) -
         "rollout/response_len_p90": percentile(lengths.tolist(), 0.9),
         "rollout/response_len_max": float(lengths.max()),
         "rollout/truncated_frac": float(r.truncated.float().mean()),
-        "rollout/zero_std_groups_frac": flat / max(len(groups), 1),
+        "rollout/zero_std_groups_frac": float(flat.sum()) / max(len(flat), 1),
         "reward/max": float(batch.scores.max()),
         "reward/min": float(batch.scores.min()),
         **text_diagnostics(

@@ -17,6 +17,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rlft.algorithms.core import aggregation_weights, kl_k3
+from rlft.algorithms.distill import full_vocab_kl
 from rlft.algorithms.trpo import backtracking_line_search, conjugate_gradient, max_step
 from rlft.batch import ScoredBatch, batch_indices
 from rlft.config.rl import AlgoConfig
@@ -94,8 +95,7 @@ def _fisher_vector_product(
             r = mb.rollouts
             logits = response_logits(model, r.input_ids, r.attention_mask, r.response_mask.shape[1])
             logp = torch.log_softmax(logits.float(), dim=-1)
-            p_old = logp.detach().exp()
-            kl = ((p_old * (logp.detach() - logp)).sum(-1) * weights[chunk]).sum()
+            kl = (full_vocab_kl(logp.detach(), logp) * weights[chunk]).sum()  # KL(old || new)
             grads = torch.autograd.grad(kl, trainable, create_graph=True)
             flat = torch.cat([g.reshape(-1) for g in grads])
             hv = torch.autograd.grad((flat * v).sum(), trainable)

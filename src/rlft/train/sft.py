@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from rlft.algorithms.sft import next_token_cross_entropy_sum
 from rlft.config.sft import SFTConfig, SFTDataConfig
 from rlft.data.quarantine import REPORT_FILE, DataReport
 from rlft.data.rows import DataError
@@ -105,7 +106,8 @@ def _log_arithmetic(cfg: SFTConfig, train: list[SFTExample], held: list[SFTExamp
 
 
 def token_ce_sum(model: Any, batch: SFTBatch) -> torch.Tensor:
-    """Sum over the batch's assistant targets of -log p(token | the tokens before it)."""
+    """Sum over the batch's assistant targets of -log p(token | the tokens before it): one forward
+    of `model`, then `rlft.algorithms.sft.next_token_cross_entropy_sum`."""
     param = next(model.parameters())
     mask = batch.attention_mask.to(param.device)
     if mask.is_floating_point():
@@ -116,10 +118,9 @@ def token_ce_sum(model: Any, batch: SFTBatch) -> torch.Tensor:
         position_ids=batch.position_ids.to(param.device),
         use_cache=False,
     )
-    targets = batch.loss_mask[:, 1:].to(param.device)  # position j predicts token j + 1
-    logits = out.logits[:, :-1][targets].float()
-    labels = batch.input_ids[:, 1:].to(param.device)[targets]
-    return torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    return next_token_cross_entropy_sum(
+        out.logits, batch.input_ids.to(param.device), batch.loss_mask.to(param.device)
+    )
 
 
 def backward_token_mean(model: Any, batches: Sequence[SFTBatch]) -> dict[str, float]:

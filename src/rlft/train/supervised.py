@@ -115,12 +115,12 @@ def run_supervised_loop(
                 clip = cfg.train.optim.max_grad_norm
                 grad_norm = clip_grad_norm(list(model.parameters()), clip)
                 if clip > 0:
-                    metrics["grad_norm"] = grad_norm
+                    metrics["optim/grad_norm"] = grad_norm
                 loss = sum(v for k, v in metrics.items() if k.startswith("loss"))
                 if guard.check(loss, grad_norm):  # else: skipped, counted; aborts after K in a row
                     optimizer.step()
                 metrics["optim/skipped_steps"] = float(guard.skipped)
-                metrics["lr"] = scheduler.get_last_lr()[0]
+                metrics["optim/lr"] = scheduler.get_last_lr()[0]
                 scheduler.step()
                 step += 1
                 every = cfg.train.eval_every
