@@ -23,8 +23,9 @@ from rlft.algorithms.kl_control import AdaptiveKLController
 from rlft.algorithms.registry import ALGORITHMS
 from rlft.config.rl import AlgoConfig
 from rlft.models.logprobs import rollout_logprobs
-from rlft.rl.loop import RLState, rl_step
+from rlft.rl.loop import rl_step
 from rlft.rl.setup import setup_run, update_plan
+from rlft.rl.state import RLState
 from rlft.rl.update import UpdatePlan, loss_mask, minibatch_step
 from rlft.rollout.base import Generations
 from rlft.runtime.guard import NonFiniteGuard

@@ -104,8 +104,9 @@ def test_rl_step_syncs_the_engine_to_the_updated_policy(model_path, make_rl_conf
     # one GRPO step with the vllm backend and a large lr: afterwards the engine samples from the
     # updated weights (greedy = the HF backend on the trained module), not from the files it loaded
     from rlft.algorithms.kl_control import AdaptiveKLController
-    from rlft.rl.loop import RLState, rl_step
+    from rlft.rl.loop import rl_step
     from rlft.rl.setup import setup_run, update_plan
+    from rlft.rl.state import RLState
     from rlft.runtime.guard import NonFiniteGuard
 
     cfg = make_rl_config(f"model.path={model_path}", "rollout.backend=vllm", "train.optim.lr=0.05")

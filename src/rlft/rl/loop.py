@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,7 @@ from rlft.algorithms.registry import AdvantageInputs
 from rlft.batch import ScoredBatch
 from rlft.config.loader import to_dict
 from rlft.config.rl import AlgoConfig, RLConfig
-from rlft.data.prompts import PromptStream
-from rlft.dist.checkpoint import load_checkpoint, save_checkpoint  # one or several processes
-from rlft.dist.ranks import any_rank, global_mean, is_main, rank_log_dir, reduce_metrics, world_size
+from rlft.dist.ranks import global_mean, rank_log_dir, reduce_metrics, world_size
 from rlft.models.critic import rollout_values
 from rlft.models.load import model_device
 from rlft.models.save import save_final
@@ -29,41 +25,19 @@ from rlft.ops import masked_mean, masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rl.collect import collect_rollouts
 from rlft.rl.eval import PeriodicEval, evaluate_heldout
-from rlft.rl.records import rollout_metrics, sample_records
+from rlft.rl.records import log_throughput, rollout_flops, sample_records, step_metrics
 from rlft.rl.setup import RunParts, batch_arithmetic, setup_run, update_plan
+from rlft.rl.state import RLState, load_rl_checkpoint, previous_evaluation, save_rl_checkpoint
 from rlft.rl.trpo import trpo_update
 from rlft.rl.update import UpdatePlan, update_policy
 from rlft.rollout.base import Generator
-from rlft.runtime.checkpoint import latest_checkpoint
 from rlft.runtime.guard import NonFiniteGuard
-from rlft.runtime.signals import GracefulStop
+from rlft.runtime.shell import resume_step, run_steps, write_summary
 from rlft.telemetry.alarms import AlarmWatch, alarm_record
 from rlft.telemetry.metrics import RunLogger, read_jsonl_records
-from rlft.telemetry.perf import Laps, PhaseTimer, mfu, step_flops
+from rlft.telemetry.perf import Laps, PhaseTimer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RLState:
-    step: int
-    stream: PromptStream
-    guard: NonFiniteGuard
-    kl: AdaptiveKLController
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "stream": self.stream.state_dict(),
-            "guard": self.guard.state_dict(),
-            "kl": self.kl.state_dict(),
-        }
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.step = int(s["step"])
-        self.stream.load_state_dict(s["stream"])
-        self.guard.load_state_dict(s["guard"])
-        self.kl.load_state_dict(s["kl"])
 
 
 def rl_step(
@@ -156,28 +130,6 @@ def with_advantages(
     return batch.with_(advantages=advantages, extras=extras)
 
 
-def step_metrics(batch: ScoredBatch, cfg: RLConfig, lap: Laps) -> dict[str, float]:
-    """The step's rollout diagnostics and timings."""
-    out = {**rollout_metrics(batch, cfg.diagnostics), **lap.times}
-    out["perf/step_s"] = sum(lap.times.values())
-    out["perf/generate_and_reward_s"] = lap.times["perf/generate_s"] + lap.times["perf/reward_s"]
-    gen_tokens = float(batch.rollouts.response_mask.sum())
-    out["perf/gen_tokens_per_s"] = gen_tokens / max(lap.times["perf/generate_s"], 1e-9)
-    return out
-
-
-def rollout_flops(model: Any, rollouts: Any, no_grad_passes: int, trained_passes: float) -> float:
-    """`step_flops` of a batch: a pass processes each distinct prompt once (shared across its G
-    samples) and every response token; `trained_passes` = passes with gradient (epochs x share
-    of rows that had a gradient)."""
-    n_params = sum(p.numel() for p in model.parameters())
-    response = float(rollouts.response_mask.sum())
-    prompt = float(rollouts.attention_mask.sum()) - response
-    groups = int(rollouts.group_ids.max()) + 1 if rollouts.size else 0
-    pass_tokens = prompt * groups / max(rollouts.size, 1) + response
-    return step_flops(n_params, pass_tokens, no_grad_passes, pass_tokens * trained_passes)
-
-
 def _gradient_update(
     parts: RunParts,
     algo: Algorithm,
@@ -215,68 +167,49 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     with timer("setup"):
         config, parts, generator, algo, terms, stream = setup_run(config, reward_fns)
         plan = update_plan(config)
-    out_dir = Path(config.output_dir)
-    a = config.algo
-    state = RLState(
-        step=0,
-        stream=stream,
-        guard=NonFiniteGuard(config.train.max_nonfinite_steps),
-        kl=AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon),
-    )
+    out_dir, a = Path(config.output_dir), config.algo
+    guard = NonFiniteGuard(config.train.max_nonfinite_steps)
+    state = RLState(0, stream, guard, AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon))
     ckpt_root = out_dir / "checkpoints"
-    results: dict[str, Any] = {"eval": {}}
-    if config.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
-        state.load_state_dict(
-            load_checkpoint(
-                ckpt, parts.model, parts.optimizer, parts.scheduler, parts.critic, _run_info(config)
-            )
-        )
-        log.info("resumed from %s (step %d)", ckpt, state.step)
-        results["eval"] = _previous_summary(out_dir).get("eval", {})
-    elif config.resume:
-        log.info("resume requested but no complete checkpoint in %s; starting fresh", ckpt_root)
-    if state.step == 0 and config.eval.before:
+    start = resume_step(config.resume, ckpt_root, lambda ckpt: load_rl_checkpoint(config, parts, state, ckpt))
+    results: dict[str, Any] = {"eval": previous_evaluation(out_dir) if start else {}}
+    if start == 0 and config.eval.before:
         with timer("eval_before"):
             results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
     periodic_eval = PeriodicEval(config)
     log_dir, log_config = rank_log_dir(out_dir, config.log)  # rank 0: out_dir; others: ranks/rank-N
-    logger = RunLogger.for_config(log_dir, log_config, config.train.steps, state.step, "rl", to_dict(config))
+    logger = RunLogger.for_config(log_dir, log_config, config.train.steps, start, "rl", to_dict(config))
     # alarms hook (rlft.telemetry.alarms): history in memory; a resumed run rebuilds it from metrics.jsonl
-    watch = None
-    if config.alarms.enabled:
-        watch = AlarmWatch(config.alarms, read_jsonl_records(logger.metrics_path))
-    metrics: dict[str, float] = {}
-    models = (parts.model, parts.ref_model, parts.critic)
-    with GracefulStop() as stop:
-        try:
-            while state.step < config.train.steps:
-                with timer("train"), onednn_for(config, *models):
-                    metrics, batch = rl_step(config, parts, generator, algo, terms, state, plan)
-                state.step += 1
-                _throughput(metrics, peak_flops, state.step)
-                if periodic_eval.due(state.step):  # eval/* at this step; training RNG untouched
-                    with timer("eval_periodic"):
-                        metrics.update(periodic_eval(parts.model, parts.tok, state.step))
-                metrics = reduce_metrics(metrics)  # over ranks: rank 0 logs global values
-                stop.requested = any_rank(stop.requested)  # every rank stops after the same step
-                logger.log_metrics(state.step, metrics)
-                for firing in watch.observe({"step": state.step, **metrics}) if watch else []:  # alarms hook
-                    logger.log_alarm(alarm_record(state.step, firing))
-                logger.log_samples(state.step, sample_records(batch, config.log.samples_per_step))
-                every = config.train.save_every
-                if (every and state.step % every == 0) or state.step == config.train.steps or stop.requested:
-                    with timer("checkpoint"):
-                        _checkpoint(config, parts, state, ckpt_root)
-                if stop.requested and state.step < config.train.steps:
-                    log.warning(
-                        "stopped after step %d; resume with: rlft rl --config <config> --resume "
-                        "output_dir=%s",
-                        state.step,
-                        out_dir,
-                    )
-                    return {**results, "metrics": metrics, "steps": state.step, "stopped": True}
-        finally:
-            logger.close()
+    watch = (
+        AlarmWatch(config.alarms, read_jsonl_records(logger.metrics_path)) if config.alarms.enabled else None
+    )
+    models, last_batch = (parts.model, parts.ref_model, parts.critic), []
+
+    def one_step(step: int) -> dict[str, float]:
+        with timer("train"), onednn_for(config, *models):
+            metrics, batch = rl_step(config, parts, generator, algo, terms, state, plan)
+        state.step, last_batch[:] = step, [batch]
+        log_throughput(metrics, peak_flops, step)
+        if periodic_eval.due(step):  # eval/* at this step; training RNG untouched
+            with timer("eval_periodic"):
+                metrics.update(periodic_eval(parts.model, parts.tok, step))
+        return reduce_metrics(metrics)  # over ranks: rank 0 logs global values
+
+    def after_log(step: int, metrics: dict[str, float]) -> None:
+        for firing in watch.observe({"step": step, **metrics}) if watch else []:  # alarms hook
+            logger.log_alarm(alarm_record(step, firing))
+        logger.log_samples(step, sample_records(last_batch[0], config.log.samples_per_step))
+
+    def save(step: int) -> None:
+        with timer("checkpoint"):
+            save_rl_checkpoint(config, parts, state, ckpt_root)
+
+    hint = f"rlft rl --config <config> --resume output_dir={out_dir}"
+    done = run_steps(
+        start, config.train.steps, config.train.save_every, logger, one_step, save, after_log, hint
+    )
+    if done.stopped:
+        return {**results, "metrics": done.metrics, "steps": done.step, "stopped": True}
     with timer("save_final"):
         final, parts.model = save_final(parts.model, parts.tok, out_dir)  # LoRA: merged
         results["final_dir"] = str(final)
@@ -284,49 +217,6 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
         with timer("eval_after"):
             results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results.update(metrics=metrics, steps=state.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
-    if is_main():  # rank 0 writes the summary
-        (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
+    results.update(metrics=done.metrics, steps=done.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
+    write_summary(out_dir, results)
     return results
-
-
-def _throughput(metrics: dict[str, float], peak_flops: float, step: int) -> None:
-    """perf/mfu (given the peak) and a one-line throughput summary (INFO with a peak, else DEBUG)."""
-    if peak_flops > 0:
-        metrics["perf/mfu"] = mfu(metrics["perf/model_flops"], metrics["perf/step_s"], peak_flops)
-    log.log(
-        logging.INFO if peak_flops > 0 else logging.DEBUG,
-        "step %d: %.1f gen tokens/s, step %.2f s, MFU %s",
-        step,
-        metrics["perf/gen_tokens_per_s"],
-        metrics["perf/step_s"],
-        f"{metrics['perf/mfu']:.2%}" if "perf/mfu" in metrics else "n/a (no peak)",
-    )
-
-
-def _checkpoint(config: RLConfig, parts: RunParts, state: RLState, root: Path) -> None:
-    save_checkpoint(
-        root,
-        state.step,
-        parts.model,
-        parts.optimizer,
-        parts.scheduler,
-        state.state_dict(),
-        config.train.keep_checkpoints,
-        parts.critic,
-        parts.tok,
-        _run_info(config),
-    )
-
-
-def _run_info(config: RLConfig) -> dict[str, str]:
-    """What a checkpoint of this run records and a resume must match (rlft.runtime.checkpoint)."""
-    return {"algorithm": config.algo.name}
-
-
-def _previous_summary(out_dir: Path) -> dict[str, Any]:
-    """Evaluation results of an earlier (interrupted) attempt of this run, for the final report."""
-    before = out_dir / "eval_before.json"
-    if before.exists():
-        return {"eval": {"before": json.loads(before.read_text())}}
-    return {}

@@ -18,7 +18,6 @@ the final model are gathered by every rank and written by rank 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import resource
@@ -32,7 +31,6 @@ from rlft.config.loader import ConfigError, to_yaml
 from rlft.data.prompts import PromptStream
 from rlft.dist.checkpoint import load_checkpoint, save_checkpoint
 from rlft.dist.ranks import (
-    any_rank,
     init_distributed,
     is_main,
     rank_log_dir,
@@ -44,10 +42,9 @@ from rlft.dist.ranks import (
 from rlft.dist.sharding import clip_grad_norm, extra_passes, prepare_model
 from rlft.models.load import is_peft
 from rlft.models.save import save_final
-from rlft.runtime.checkpoint import latest_checkpoint
 from rlft.runtime.guard import NonFiniteGuard
 from rlft.runtime.optim import make_optimizer
-from rlft.runtime.signals import GracefulStop
+from rlft.runtime.shell import resume_step, run_steps, write_summary
 from rlft.telemetry.metrics import RunLogger
 
 log = logging.getLogger(__name__)
@@ -92,65 +89,58 @@ def run_supervised_loop(
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps)  # skips non-finite steps (reliability)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.train.optim, steps)
     stream = PromptStream(train, cfg.seed)
-    ckpt_root, step = out_dir / "checkpoints", 0
-    if cfg.resume and (ckpt := latest_checkpoint(ckpt_root)) is not None:
+    ckpt_root = out_dir / "checkpoints"
+
+    def load(ckpt: Path) -> int:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
-        step = int(state["step"])
         stream.load_state_dict(state["stream"])
         guard.load_state_dict(state.get("guard", guard.state_dict()))
-        log.info("resumed from %s (step %d)", ckpt, step)
+        return int(state["step"])
+
+    def one_step(step: int) -> dict[str, float]:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        batch = stream.take(items_per_step)  # every rank: the same items; then its share
+        with onednn_for(cfg, model, *other_models):
+            metrics = backward(batch[rank_slice(len(batch), "items per step")], len(batch))
+        sum_gradients([p for p in model.parameters() if p.requires_grad])
+        metrics = reduce_metrics(metrics)
+        clip = cfg.train.optim.max_grad_norm
+        grad_norm = clip_grad_norm(list(model.parameters()), clip)
+        if clip > 0:
+            metrics["optim/grad_norm"] = grad_norm
+        loss = sum(v for k, v in metrics.items() if k.startswith("loss"))
+        if guard.check(loss, grad_norm):  # else: skipped, counted; aborts after K in a row
+            optimizer.step()
+        metrics["optim/skipped_steps"] = float(guard.skipped)
+        metrics["optim/lr"] = scheduler.get_last_lr()[0]
+        scheduler.step()
+        every = cfg.train.eval_every
+        if heldout and ((every and step % every == 0) or step == steps):
+            with onednn_for(cfg, model, *other_models):
+                metrics.update({f"eval/{k}": v for k, v in evaluate(heldout).items()})
+        return metrics
+
+    def save(step: int) -> None:
+        state = {"step": step, "stream": stream.state_dict(), "guard": guard.state_dict()}
+        save_checkpoint(ckpt_root, step, model, optimizer, scheduler, state, cfg.train.keep_checkpoints)
+
+    start = resume_step(cfg.resume, ckpt_root, load)
     log_dir, log_cfg = rank_log_dir(out_dir, cfg.log)  # rank 0: out_dir; others: ranks/rank-N
-    logger = RunLogger.for_config(log_dir, log_cfg, steps, step, desc)
-    metrics: dict[str, float] = {}
-    with GracefulStop() as stop:
-        try:
-            while step < steps:
-                model.train()
-                optimizer.zero_grad(set_to_none=True)
-                batch = stream.take(items_per_step)  # every rank: the same items; then its share
-                with onednn_for(cfg, model, *other_models):
-                    metrics = backward(batch[rank_slice(len(batch), "items per step")], len(batch))
-                sum_gradients([p for p in model.parameters() if p.requires_grad])
-                metrics = reduce_metrics(metrics)
-                clip = cfg.train.optim.max_grad_norm
-                grad_norm = clip_grad_norm(list(model.parameters()), clip)
-                if clip > 0:
-                    metrics["optim/grad_norm"] = grad_norm
-                loss = sum(v for k, v in metrics.items() if k.startswith("loss"))
-                if guard.check(loss, grad_norm):  # else: skipped, counted; aborts after K in a row
-                    optimizer.step()
-                metrics["optim/skipped_steps"] = float(guard.skipped)
-                metrics["optim/lr"] = scheduler.get_last_lr()[0]
-                scheduler.step()
-                step += 1
-                every = cfg.train.eval_every
-                if heldout and ((every and step % every == 0) or step == steps):
-                    with onednn_for(cfg, model, *other_models):
-                        metrics.update({f"eval/{k}": v for k, v in evaluate(heldout).items()})
-                stop.requested = any_rank(stop.requested)  # every rank stops after the same step
-                logger.log_metrics(step, metrics)
-                every = cfg.train.save_every
-                if (every and step % every == 0) or step == steps or stop.requested:
-                    state = {"step": step, "stream": stream.state_dict(), "guard": guard.state_dict()}
-                    save_checkpoint(
-                        ckpt_root, step, model, optimizer, scheduler, state, cfg.train.keep_checkpoints
-                    )
-                if stop.requested and step < steps:
-                    log.warning("stopped after step %d; resume with --resume", step)
-                    return {"metrics": metrics, "steps": step, "stopped": True}
-        finally:
-            logger.close()
+    logger = RunLogger.for_config(log_dir, log_cfg, steps, start, desc)
+    done = run_steps(start, steps, cfg.train.save_every, logger, one_step, save)
+    if done.stopped:
+        return {"metrics": done.metrics, "steps": done.step, "stopped": True}
     final, model = save_final(model, tok, out_dir)  # every rank
     results = {
-        "metrics": metrics,
-        "steps": step,
+        "metrics": done.metrics,
+        "steps": done.step,
         "final_dir": str(final),
-        "heldout": {k[5:]: v for k, v in metrics.items() if k.startswith("eval/")},
+        "heldout": {k[5:]: v for k, v in done.metrics.items() if k.startswith("eval/")},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **(summary_extra or {}),
     }
-    if is_main():
-        (out_dir / "summary.json").write_text(json.dumps(results, indent=1, default=float))
+    write_summary(out_dir, results)
     return results
 
 
