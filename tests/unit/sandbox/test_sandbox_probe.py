@@ -14,7 +14,7 @@ import pytest
 from rlft.sandbox import Limits, LocalSandbox, SandboxPool, SandboxUnavailable, backends, pool, probe_backend
 from rlft.sandbox.procs import UID_SPAN, uid_base
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LIM = Limits(wall_s=5, cpu_s=5, processes=7)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="slot uids need root")
 # the program's uid (bwrap maps the launching uid to itself; rlimit has no user namespace) and

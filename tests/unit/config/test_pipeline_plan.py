@@ -13,7 +13,7 @@ import yaml
 from rlft.config.loader import ConfigError, build
 from rlft.config.pipeline import PipelineConfig, load_pipeline_config, plan_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = {k: str(ROOT / "configs" / f"{f}.yaml") for k, f in [("sft", "sft_tiny"), ("rl", "grpo_tiny"),
            ("rm", "rm_tiny"), ("distill", "distill_tiny"), ("dpo", "dpo_tiny")]}  # fmt: skip
 
