@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import rlft
+
 TINY = "configs/grpo_tiny.yaml"
 DESIGN_KEYS = [
     "reward/mean",
@@ -133,6 +135,13 @@ def test_an_error_reported_in_one_line_shows_its_traceback_on_request(cli, switc
     assert 'rlft/config/loader.py", line' in p.stderr
     last = p.stderr.rstrip().splitlines()[-1]
     assert last == f"rlft check-config: error: {TINY}: 'train.steps' must be an integer, got 'abc'"
+
+
+def test_version_is_the_packages(cli):
+    from importlib.metadata import version
+
+    p = cli("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"rlft {version('rlft')}" == f"rlft {rlft.__version__}"
 
 
 def test_check_config_docs_lists_keys(cli):

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlft import __version__
 from rlft.bench import add_bench_parser, cmd_bench
 from rlft.cli.training import (
     CONFIG_KINDS,
@@ -40,6 +41,7 @@ def _training_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlft", description="RL fine-tuning of language models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"rlft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
     _training_parser(sub, "sft", "supervised fine-tuning on chat or prompt/completion rows")

@@ -16,12 +16,14 @@ def resolve_reward(name: str, extra: dict[str, Callable] | None = None) -> Calla
         return extra[name]
     if name in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[name]
-    if ":" not in name:
+    if name.endswith(".py"):
+        raise ValueError(f"reward '{name}': name the function in the file, e.g. {name}:my_reward")
+    if ":" not in name and "." not in name:
         raise ValueError(
             f"unknown reward '{name}': not a built-in ({', '.join(BUILTIN_REWARDS)}) "
-            "and not of the form pkg.mod:fn or path/file.py:fn"
+            "and not of the form pkg.mod:fn, pkg.mod.fn or path/file.py:fn"
         )
-    target, attr = name.rsplit(":", 1)
+    target, attr = name.rsplit(":" if ":" in name else ".", 1)
     if target.endswith(".py"):
         module = _load_file(Path(target))
     else:
@@ -48,4 +50,6 @@ def _load_file(path: Path):
 
 def reward_name(fn_spec: str) -> str:
     """Metric name for a reward spec: the function name without module or path."""
-    return fn_spec.rsplit(":", 1)[-1]
+    if ":" in fn_spec:
+        return fn_spec.rsplit(":", 1)[-1]
+    return fn_spec.rsplit(".", 1)[-1] if "/" not in fn_spec else fn_spec

@@ -11,10 +11,14 @@ their timeouts are also counted on their own (`reward/<fn>_timeouts`).
 Batched terms (reward models: a config entry with `model`, or any callable with a true
 `rlft_batched` attribute) are called once per batch, `fn(prompts, completions, examples, **kwargs)
 -> (values [B], metrics)`; their metrics join the output and their values are checked like any other.
+Functions in TRL's shape (a `completions` parameter) are called once per batch with the dataset's
+own prompts and columns (rlft.rewards.shapes). `None` means "does not apply to this sample": not a
+failure; the sample gets nothing from that term, and the term's mean leaves it out.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +30,7 @@ import torch
 from rlft.errors import RunError
 from rlft.rewards.parallel import CallOutcome, call_all, raised
 from rlft.rewards.registry import resolve_reward, reward_name
+from rlft.rewards.shapes import call_all_async, call_rlft_batched, call_trl, is_trl_shaped, trl_arguments
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class RewardTerm:
     timeout_s: float = 0.0  # > 0: run in a thread pool with this per-call timeout
     workers: int = 0  # pool threads (0 = one per CPU)
     batched: bool = False  # fn(prompts, completions, examples) -> (values [B], metrics), called inline
+    trl: bool = False  # TRL's shape: fn(prompts=, completions=, completion_ids=, **columns) -> list
+    prompt_field: str = "prompt"  # the rows' prompt column (TRL-shaped terms get it as `prompts`)
 
 
 def _pool_settings(spec: Any, fn: Callable) -> tuple[float, int]:
@@ -70,27 +77,29 @@ def build_terms(
     each extra fn takes its weight/on_error from a config entry of the same name, else defaults.
     `data` (the run's DataConfig: prompt_field, system_prompt) tells reward models which row field
     holds the raw prompt; None = "prompt", no system prompt."""
+    field = getattr(data, "prompt_field", "prompt")
     if extra:
         by_name = {spec_name(s): s for s in specs}
-        terms = []
-        for name, fn in extra.items():
-            s = by_name.get(name)
-            kwargs = dict(s.kwargs) if s else {}
-            weight, on_error = (s.weight, s.on_error) if s else (1.0, "zero")
-            pool = (0.0, 0) if _is_batched(fn) else _pool_settings(s, fn)
-            terms.append(RewardTerm(name, fn, weight, on_error, kwargs, *pool, batched=_is_batched(fn)))
-        return terms
+        return [_term(name, fn, by_name.get(name), field) for name, fn in extra.items()]
     terms = []
     for s in specs:
         if getattr(s, "model", None):
             terms.append(_model_term(s, data))
-            continue
-        fn = resolve_reward(s.fn)
-        pool = (0.0, 0) if _is_batched(fn) else _pool_settings(s, fn)
-        terms.append(
-            RewardTerm(spec_name(s), fn, s.weight, s.on_error, dict(s.kwargs), *pool, batched=_is_batched(fn))
-        )
+        else:
+            terms.append(_term(spec_name(s), resolve_reward(s.fn), s, field))
     return terms
+
+
+def _term(name: str, fn: Callable, spec: Any, prompt_field: str) -> RewardTerm:
+    """The term of function `fn`: its shape from its signature, weight / on_error / kwargs / pool
+    from its config entry `spec` (None: the defaults)."""
+    batched, trl = _is_batched(fn), is_trl_shaped(fn)
+    pool = (0.0, 0) if batched or trl else _pool_settings(spec, fn)
+    weight, on_error = (spec.weight, spec.on_error) if spec else (1.0, "zero")
+    kwargs = dict(spec.kwargs) if spec else {}
+    return RewardTerm(
+        name, fn, weight, on_error, kwargs, *pool, batched=batched, trl=trl, prompt_field=prompt_field
+    )
 
 
 def _model_term(spec: Any, data: Any) -> RewardTerm:
@@ -135,17 +144,20 @@ def score_completions(
     prompts: Sequence[str],
     completions: Sequence[str],
     examples: Sequence[Mapping[str, Any]],
+    completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of reward terms per completion -> scores [B], metrics."""
+    """Weighted sum of reward terms per completion -> scores [B], metrics. A term's `None` for a
+    completion adds nothing to it and is left out of `reward/<term>` (the mean where it applies)."""
     total = torch.zeros(len(completions))
     metrics: dict[str, float] = {}
     for term in terms:
-        outcomes, term_metrics = _call_term(term, prompts, completions, examples)
+        outcomes, term_metrics = _call_term(term, prompts, completions, examples, completion_ids)
         metrics.update(term_metrics)
         values, failures = _term_values(term, outcomes)
-        t = torch.tensor(values, dtype=torch.float32)
+        t = torch.tensor([0.0 if v is None else v for v in values], dtype=torch.float32)
         total += term.weight * t
-        metrics[f"reward/{term.name}"] = float(t.mean()) if len(values) else 0.0
+        applied = [v for v in values if v is not None]
+        metrics[f"reward/{term.name}"] = sum(applied) / len(applied) if applied else 0.0
         metrics[f"reward/{term.name}_failures"] = float(len(failures))
         if term.timeout_s > 0:
             metrics[f"reward/{term.name}_timeouts"] = float(sum(o.timed_out for o in outcomes))
@@ -155,16 +167,20 @@ def score_completions(
 
 
 def _failure(outcome: CallOutcome) -> tuple[float | None, str | None]:
-    """(checked value, None) for a usable outcome, else (None, what went wrong)."""
+    """(checked value, None) for a usable outcome (None: the reward does not apply to this
+    sample), else (None, what went wrong)."""
+    if outcome.error is None and outcome.value is None:
+        return None, None
     v = _checked(outcome.value) if outcome.error is None else None
     if v is not None:
         return v, None
-    return None, outcome.error or "returned None or a non-finite / non-numeric value"
+    return None, outcome.error or "returned a non-finite or non-numeric value"
 
 
-def _term_values(term: RewardTerm, outcomes: Sequence[CallOutcome]) -> tuple[list[float], list[str]]:
-    """The term's value per completion (0 where it failed) and its failures' messages. Raises
-    RewardError when it failed everywhere, or anywhere with on_error 'error'."""
+def _term_values(term: RewardTerm, outcomes: Sequence[CallOutcome]) -> tuple[list[float | None], list[str]]:
+    """The term's value per completion (0 where it failed, None where it does not apply) and its
+    failures' messages. Raises RewardError when it failed everywhere, or anywhere with on_error
+    'error'."""
     values, failures, first = [], [], None
     for outcome in outcomes:
         v, err = _failure(outcome)
@@ -175,7 +191,7 @@ def _term_values(term: RewardTerm, outcomes: Sequence[CallOutcome]) -> tuple[lis
                 raise RewardError(f"reward '{term.name}' {err} (set on_error: zero to score it 0)") from (
                     outcome.exception
                 )
-        values.append(0.0 if v is None else v)
+        values.append(0.0 if err is not None else v)
     if failures and len(failures) == len(outcomes):
         if first is not None and first.exception is not None:
             log.error("reward '%s': the first failure", term.name, exc_info=first.exception)
@@ -199,16 +215,23 @@ def _call_term(
     prompts: Sequence[str],
     completions: Sequence[str],
     examples: Sequence[Mapping[str, Any]],
+    completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[CallOutcome], dict[str, float]]:
-    """Call the term's function on every completion (inline, or in a pool when it is slow), or
-    once on the whole batch when it is batched. Returns one outcome per completion and the
-    term's own metrics (batched terms only)."""
+    """Call the term's function on every completion (inline, in a pool when it is slow, awaited
+    together when it is `async def`), or once on the whole batch when it is batched (rlft's or
+    TRL's shape). Returns one outcome per completion and the term's own metrics (rlft-batched
+    terms only)."""
     calls = list(zip(prompts, completions, examples, strict=True))
     kwargs = dict(term.kwargs or {})
     if term.batched:
-        return _call_batched(term, prompts, completions, examples, kwargs)
+        return call_rlft_batched(term.fn, prompts, completions, examples, kwargs)
+    if term.trl:
+        arguments = trl_arguments(prompts, completions, examples, term.prompt_field, completion_ids)
+        return call_trl(term.name, term.fn, arguments, kwargs, examples), {}
     if term.timeout_s > 0:
         return call_all(term.fn, calls, kwargs, term.workers, term.timeout_s), {}
+    if inspect.iscoroutinefunction(term.fn):
+        return call_all_async(term.fn, calls, kwargs), {}
     outcomes = []
     for args in calls:
         try:
@@ -216,24 +239,3 @@ def _call_term(
         except Exception as e:  # a user reward may raise anything
             outcomes.append(CallOutcome(error=raised(e), exception=e))
     return outcomes, {}
-
-
-def _call_batched(
-    term: RewardTerm,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    examples: Sequence[Mapping[str, Any]],
-    kwargs: Mapping[str, Any],
-) -> tuple[list[CallOutcome], dict[str, float]]:
-    """One call on the whole batch; a raise or a wrong-length result fails every completion."""
-    n = len(completions)
-    if n == 0:
-        return [], {}
-    try:
-        values, term_metrics = term.fn(list(prompts), list(completions), list(examples), **kwargs)
-        values = list(values)
-    except Exception as e:  # a reward model may run out of memory, a row may lack the prompt, ...
-        return [CallOutcome(error=raised(e), exception=e)] * n, {}
-    if len(values) != n:
-        return [CallOutcome(error=f"returned {len(values)} values for {n} completions")] * n, {}
-    return [CallOutcome(value=v) for v in values], dict(term_metrics)

@@ -70,9 +70,8 @@ def collect_rollouts(
         repeated = [ex for ex in examples for _ in range(g)]
         completions = parts.tok.batch_decode(gens.response_ids, skip_special_tokens=True)
         start = time.perf_counter()
-        scores, metrics = score_completions(
-            terms, [ex.text for ex in repeated], completions, [ex.row for ex in repeated]
-        )
+        texts, rows = [ex.text for ex in repeated], [ex.row for ex in repeated]
+        scores, metrics = score_completions(terms, texts, completions, rows, gens.response_ids)
         reward_s += time.perf_counter() - start
         if round_ == 0:
             first_metrics = metrics

@@ -129,10 +129,10 @@ def test_missing_prompt_field_or_nonfinite_score_is_a_failure(rms):
     model, _ = term.fn.members[1]
     with torch.no_grad():
         model.score.weight.fill_(math.nan)  # member 2 returns NaN -> the mean is NaN
-    with pytest.raises(RewardError, match="returned None or a non-finite"):
+    with pytest.raises(RewardError, match="returned a non-finite or non-numeric value"):
         score_completions([term], TEMPLATED[:2], ["x", "y"], EXAMPLES[:2])
     strict = RewardTerm("judge", term.fn, on_error="error", batched=True)
-    with pytest.raises(RewardError, match="reward 'judge' returned None or a non-finite"):
+    with pytest.raises(RewardError, match="reward 'judge' returned a non-finite or non-numeric value"):
         score_completions([strict], TEMPLATED[:2], ["x", "y"], EXAMPLES[:2])
 
 

@@ -29,7 +29,7 @@ def _bad_on(value):
     return fn
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -math.inf, None, "high", [1.0], object()])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -math.inf, "high", [1.0], object()])
 def test_failures_are_counted_and_scored_zero(bad):
     scores, m = score_completions([RewardTerm("r", _bad_on(bad))], PROMPTS, COMPS, EXAMPLES)
     # good -> 1, raise -> 0 (failure), bad value -> 0 (failure), good -> 1
@@ -57,10 +57,21 @@ def test_numpy_and_torch_scalars_are_accepted():
     assert m["reward/r_failures"] == 0.0
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, "high"])
+def test_none_means_the_reward_does_not_apply_to_that_sample():
+    scores, m = score_completions([RewardTerm("r", _bad_on(None))], PROMPTS, COMPS, EXAMPLES)
+    # good -> 1, raise -> 0 (failure), None -> 0 and left out of the mean, good -> 1
+    assert torch.equal(scores, torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert m["reward/r_failures"] == 1.0  # the raise only
+    assert m["reward/r"] == pytest.approx(2 / 3)  # (1 + 0 + 1) / 3 samples it applies to
+    # None everywhere: the term applies to nothing in this batch, which is no failure
+    scores, m = score_completions([RewardTerm("r", lambda p, c, e: None)], ["a"], ["b"], [{}])
+    assert scores.tolist() == [0.0] and m["reward/r_failures"] == 0.0 and m["reward/r"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "high"])
 def test_on_error_error_raises_reward_error(bad):
     fn = _bad_on(bad)
-    with pytest.raises(RewardError, match="reward 'r' returned None or a non-finite / non-numeric value"):
+    with pytest.raises(RewardError, match="reward 'r' returned a non-finite or non-numeric value"):
         score_completions([RewardTerm("r", fn, on_error="error")], ["a", "b"], ["good", "bad"], [{}, {}])
 
 
