@@ -2,14 +2,18 @@
 
 Each concurrent run gets its own non-root uid ("slot"): RLIMIT_NPROC counts every process of a uid
 and is ignored for root, so a private uid makes the process limit real, and it lets the launcher
-kill whatever a run left behind (setsid daemons included) by uid alone.
+kill whatever a run left behind (setsid daemons included) by uid alone. A slot is held across
+processes too (an exclusive flock on a file per uid in a root-only directory), so two trainers on
+one host never share a uid, nor kill each other's programs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from pathlib import Path
 UID_BASE_ENV = "RLFT_SANDBOX_UID_BASE"
 DEFAULT_UID_BASE = 61000
 UID_SPAN = 64  # slot uids rotate over base .. base+63, so a uid cools down before its reuse
+LOCK_DIR_ENV = "RLFT_SANDBOX_LOCK_DIR"
 
 _lock = threading.Lock()
 _in_use: set[int] = set()
@@ -35,28 +40,59 @@ def uid_base() -> int:
     return int(os.environ.get(UID_BASE_ENV, DEFAULT_UID_BASE))
 
 
+def lock_dir() -> Path:
+    """Where slot locks live (RLFT_SANDBOX_LOCK_DIR, default <tmp>/rlft-sandbox-slots, mode 0700)."""
+    path = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "rlft-sandbox-slots")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _lock_across_processes(uid: int) -> int | None:
+    """An fd holding the exclusive lock of `uid`'s slot, or None when another process holds it."""
+    fd = os.open(lock_dir() / f"uid-{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextlib.contextmanager
 def slot_uid() -> Iterator[int]:
-    """Hold a free slot uid of this process for one run; uids are handed out in rotation, so the
-    dying processes of one run do not count against the process limit of the next."""
-    global _cursor
+    """Hold a free slot uid for one run, free in this process and in every other (a lock file
+    per uid); uids are handed out in rotation, so the dying processes of one run do not count
+    against the process limit of the next."""
     base = uid_base()
     with _free:
         while True:
-            free = [(_cursor + i) % UID_SPAN for i in range(UID_SPAN)]
-            slot = next((k for k in free if base + k not in _in_use), None)
-            if slot is not None:
-                uid = base + slot
-                _in_use.add(uid)
-                _cursor = slot + 1
+            uid, fd = _claim(base)
+            if fd is not None:
                 break
-            _free.wait()
+            _free.wait(0.05)  # every slot taken (here or elsewhere): wait for one to come free
     try:
         yield uid
     finally:
         with _free:
+            os.close(fd)  # releases the lock
             _in_use.discard(uid)
             _free.notify()
+
+
+def _claim(base: int) -> tuple[int, int | None]:
+    """The next slot free here and locked for us elsewhere, as (uid, lock fd); (0, None) if none.
+    Called holding `_free`."""
+    global _cursor
+    for k in ((_cursor + i) % UID_SPAN for i in range(UID_SPAN)):
+        uid = base + k
+        if uid in _in_use:
+            continue
+        fd = _lock_across_processes(uid)
+        if fd is not None:
+            _in_use.add(uid)
+            _cursor = k + 1
+            return uid, fd
+    return 0, None
 
 
 def pids_of_uid(uid: int, zombies: bool = False) -> list[int]:

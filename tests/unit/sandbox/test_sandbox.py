@@ -146,3 +146,34 @@ def test_cli_probe_and_run(cli, tmp_path):
     slow.write_text("import time\ntime.sleep(30)")
     data = json.loads(cli("sandbox", "run", str(slow), "--timeout", "1", "--json").stdout)
     assert data["status"] == "timeout" and 1 <= data["wall_s"] < 10
+
+
+def test_a_slot_another_process_holds_is_skipped(tmp_path, monkeypatch):
+    # two trainers on one host must not share a slot uid (each kills whatever its uid leaves)
+    import subprocess
+    import sys
+
+    from rlft.sandbox import procs
+
+    env = {**os.environ, procs.LOCK_DIR_ENV: str(tmp_path), procs.UID_BASE_ENV: "62000"}
+    monkeypatch.setenv(procs.LOCK_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(procs.UID_BASE_ENV, "62000")
+    monkeypatch.setattr(procs, "_cursor", 0)
+    code = (
+        "from rlft.sandbox import procs\n"
+        "with procs.slot_uid() as uid:\n    print(uid, flush=True)\n    input()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "62000"  # the child's first slot
+        with procs.slot_uid() as mine:
+            assert mine == 62001  # 62000 is locked by the child: the next one
+    finally:
+        child.communicate("\n", timeout=10)
+    with procs.slot_uid() as again:  # the child's lock went with it
+        assert again == 62002  # rotation goes on from the cursor
+    monkeypatch.setattr(procs, "_cursor", 0)
+    with procs.slot_uid() as first:
+        assert first == 62000
