@@ -3,8 +3,9 @@ fraction of tests passed.
 
 Rows carry either `tests` (assert statements, run one after another after the solution in one
 sandboxed process) or `io_tests` ([{"input", "output"}], one run each, stdout compared outside the
-sandbox). A sandbox failure (not the program's fault) returns None: the scorer counts it as a
-failure of this reward instead of calling it a wrong answer.
+sandbox). A sandbox failure (not the program's fault) is never a wrong answer: the test runners
+return None for it, and `code_pass_fraction` raises SandboxFailure, which the scorer counts as a
+failure of this reward (and a sandbox failing on every completion of a step stops the run).
 
 Assert tests report through a per-run random token read from stdin before the solution runs, so
 printing "pass" or exiting early earns nothing; code that inspects the harness's own frames could
@@ -46,6 +47,11 @@ def _rlft_harness(tests):
         out.flush()
 _rlft_harness(__TESTS__)
 """
+
+
+class SandboxFailure(RuntimeError):
+    """The sandbox could not run a program (not the program's fault: no score for it)."""
+
 
 _pools: dict[tuple[str | None, int], SandboxPool] = {}
 _pools_lock = threading.Lock()
@@ -122,9 +128,9 @@ def code_pass_fraction(
     memory_mb: int = 512,
     backend: str | None = None,
     slots: int = 0,
-) -> float | None:
+) -> float:
     """Fraction of the row's tests (`tests` asserts or `io_tests`) that the completion's code
-    passes, in [0, 1]; None if the sandbox failed."""
+    passes, in [0, 1]; SandboxFailure if the sandbox could not run it."""
     tests = example.get("tests") or []
     io_tests = example.get("io_tests") or []
     if not tests and not io_tests:
@@ -133,9 +139,12 @@ def code_pass_fraction(
     limits = Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=memory_mb)
     code = extract_code(completion)
     if tests:
-        fraction, _ = run_assert_tests(pool, code, tests, limits)
+        fraction, results = run_assert_tests(pool, code, tests, limits)
     else:
-        fraction, _ = run_io_tests(pool, code, io_tests, limits)
+        fraction, results = run_io_tests(pool, code, io_tests, limits)
+    if fraction is None:
+        failed = next(r for r in ([results] if tests else results) if r.status == "sandbox_error")
+        raise SandboxFailure(f"the sandbox could not run the program: {failed.reason}")
     return fraction
 
 

@@ -13,7 +13,7 @@ from rlft.data.coding import coding_rows
 from rlft.rewards.code import code_pass_fraction, extract_code, run_assert_tests, run_io_tests
 from rlft.rewards.parallel import call_all, slow_reward
 from rlft.rewards.registry import resolve_reward
-from rlft.rewards.scoring import RewardTerm, build_terms, score_completions
+from rlft.rewards.scoring import RewardError, RewardTerm, build_terms, score_completions
 from rlft.sandbox import Limits, SandboxPool
 from rlft.sandbox.result import RunResult, sandbox_error
 
@@ -83,6 +83,20 @@ def test_sandbox_error_is_none_not_zero():
     assert fraction is None and res.status == "sandbox_error"
     fraction, _ = run_io_tests(BrokenPool(), "print(1)", [{"input": "", "output": "1"}], LIM)
     assert fraction is None
+
+
+def test_a_sandbox_failure_is_a_reward_failure_and_everywhere_stops_the_step(monkeypatch):
+    # not a wrong answer (0) and not "does not apply" (None): a failure, counted; on every
+    # completion of a step the scorer stops the run naming the reward and the cause
+    import rlft.rewards.code as code_module
+
+    monkeypatch.setattr(code_module, "shared_pool", lambda backend=None, slots=0: BrokenPool())
+    row = {"tests": ADD_TESTS}
+    with pytest.raises(code_module.SandboxFailure, match="could not run the program: no backend"):
+        code_pass_fraction("", "def add(a, b): return a + b", row)
+    term = RewardTerm("code", code_pass_fraction)
+    with pytest.raises(RewardError, match="reward 'code' failed on all 2 completions .*SandboxFailure"):
+        score_completions([term], ["", ""], ["x", "y"], [row, row])
 
 
 @needs_root
