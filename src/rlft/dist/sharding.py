@@ -33,9 +33,9 @@ def is_sharded(model: Any) -> bool:
 def prepare_model(model: nn.Module, strategy: str, trainable: bool = True) -> nn.Module:
     """The model ready for `strategy` (in place; a sharded model is returned as is). Trained
     parameters are first copied from rank 0 (a freshly initialised head or adapter starts equal
-    everywhere). ddp: nothing more; fsdp2: each
-    decoder layer, then the whole model, sharded over all ranks, gradients summed (not averaged)
-    because the loops already divide the loss by global counts."""
+    everywhere). ddp: nothing more; fsdp2: each decoder layer, then the whole model, sharded over
+    all ranks, gradients summed (not averaged) because the loops already divide the loss by global
+    counts."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy 'dist.strategy={strategy}' ({', '.join(STRATEGIES)})")
     if world_size() == 1 or is_sharded(model):  # already prepared: a loop may shard before the shell

@@ -100,16 +100,18 @@ def trl_arguments(
     }
 
 
-def call_trl_shaped(fn: Callable, arguments: Mapping[str, Any], kwargs: Mapping[str, Any]) -> list[Any]:
-    """One call on the whole batch; a value per completion (ShapeError when it returns anything
-    else than a sequence of that many)."""
-    n = len(arguments["completions"])
-    values = resolved(fn(**arguments, **kwargs))
+def per_completion(values: Any, n: int) -> list[Any]:
+    """A batched reward's values as a list of one per completion; ShapeError for anything else."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ShapeError(f"returned a {type(values).__name__}, not a list of {n} values")
     if len(values) != n:
         raise ShapeError(f"returned {len(values)} values for {n} completions")
     return list(values)
+
+
+def call_trl_shaped(fn: Callable, arguments: Mapping[str, Any], kwargs: Mapping[str, Any]) -> list[Any]:
+    """One call on the whole batch; a value per completion (ShapeError otherwise)."""
+    return per_completion(resolved(fn(**arguments, **kwargs)), len(arguments["completions"]))
 
 
 def call_trl(
@@ -155,9 +157,9 @@ def call_rlft_batched(
         return [], {}
     try:
         values, term_metrics = resolved(fn(list(prompts), list(completions), list(examples), **kwargs))
-        values = list(values)
+        values = per_completion(list(values), n)
+    except ShapeError as e:
+        return [CallOutcome(error=str(e))] * n, {}
     except Exception as e:  # a reward model may run out of memory, a row may lack the prompt, ...
         return [CallOutcome(error=raised(e), exception=e)] * n, {}
-    if len(values) != n:
-        return [CallOutcome(error=f"returned {len(values)} values for {n} completions")] * n, {}
     return [CallOutcome(value=v) for v in values], dict(term_metrics)

@@ -183,12 +183,13 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     watch = (
         AlarmWatch(config.alarms, read_jsonl_records(logger.metrics_path)) if config.alarms.enabled else None
     )
-    models, last_batch = (parts.model, parts.ref_model, parts.critic), []
+    models, last_batch = (parts.model, parts.ref_model, parts.critic), None
 
     def one_step(step: int) -> dict[str, float]:
+        nonlocal last_batch
         with timer("train"), onednn_for(config, *models):
             metrics, batch = rl_step(config, parts, generator, algo, terms, state, plan)
-        state.step, last_batch[:] = step, [batch]
+        state.step, last_batch = step, batch
         log_throughput(metrics, peak_flops, step)
         if periodic_eval.due(step):  # eval/* at this step; training RNG untouched
             with timer("eval_periodic"):
@@ -198,7 +199,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
     def after_log(step: int, metrics: dict[str, float]) -> None:
         for firing in watch.observe({"step": step, **metrics}) if watch else []:  # alarms hook
             logger.log_alarm(alarm_record(step, firing))
-        logger.log_samples(step, sample_records(last_batch[0], config.log.samples_per_step))
+        logger.log_samples(step, sample_records(last_batch, config.log.samples_per_step))
 
     def save(step: int) -> None:
         with timer("checkpoint"):

@@ -154,8 +154,9 @@ def _microbatch_backward(
     loss = (token_loss * weights).sum()
     loss.backward()
     metrics["policy/entropy"] = masked_mean(entropy, m)
-    policy = loss.item() if critic is None else float((policy_token_loss.detach() * weights).sum())
-    return loss.item(), policy, metrics, float(m.sum())
+    total = loss.item()
+    policy = total if critic is None else float((policy_token_loss.detach() * weights).sum())
+    return total, policy, metrics, float(m.sum())
 
 
 def _value_loss(critic: Any, micro: ScoredBatch, params: AlgoConfig) -> torch.Tensor:

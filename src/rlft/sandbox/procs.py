@@ -47,9 +47,9 @@ def lock_dir() -> Path:
     return path
 
 
-def _lock_across_processes(uid: int) -> int | None:
+def _lock_across_processes(locks: Path, uid: int) -> int | None:
     """An fd holding the exclusive lock of `uid`'s slot, or None when another process holds it."""
-    fd = os.open(lock_dir() / f"uid-{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fd = os.open(locks / f"uid-{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -83,11 +83,12 @@ def _claim(base: int) -> tuple[int, int | None]:
     """The next slot free here and locked for us elsewhere, as (uid, lock fd); (0, None) if none.
     Called holding `_free`."""
     global _cursor
+    locks = lock_dir()
     for k in ((_cursor + i) % UID_SPAN for i in range(UID_SPAN)):
         uid = base + k
         if uid in _in_use:
             continue
-        fd = _lock_across_processes(uid)
+        fd = _lock_across_processes(locks, uid)
         if fd is not None:
             _in_use.add(uid)
             _cursor = k + 1
