@@ -46,12 +46,28 @@ class ArithmeticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = field("", "JSONL / Parquet file or `datasets` dir; empty = built-in generator")
+    path: str = field(
+        "", "JSONL / Parquet file, `datasets` dir or a hub dataset id; empty = built-in generator"
+    )
+    config: str = field("", "hub dataset: its configuration (subset) name")
+    streaming: bool = field(False, "hub dataset: stream rows instead of downloading it whole")
     builtin: str = field("arithmetic", "built-in prompt generator used when path is empty")
-    split: str = field("train", "split to read from a `datasets` DatasetDict")
+    split: str = field("train", "split to read from a `datasets` DatasetDict or hub dataset")
     prompt_field: str = field("prompt", "row field holding the prompt (string or chat messages)")
-    answer_field: str = field("answer", "row field holding the reference answer (may be absent)")
-    system_prompt: str | None = field(None, "system message prepended to string prompts")
+    answer_field: str = field(
+        "answer", "row field holding the reference answer (may be absent; `solution` is read when absent)"
+    )
+    system_prompt: str | None = field(
+        None, "system message prepended to string prompts (chat_template=none: as a first paragraph)"
+    )
+    chat_template: Literal["auto", "none"] = field(
+        "auto",
+        "auto: a string prompt becomes a user message under the tokenizer's chat template; "
+        "none: the prompt string is tokenised exactly as written (base models, R1-Zero prompts)",
+    )
+    chat_template_kwargs: dict[str, Any] = field(
+        {}, "extra variables for the chat template, e.g. {enable_thinking: false} (Qwen3)"
+    )
     max_prompt_tokens: int = field(512, "longest prompt in tokens, after the chat template")
     overlong_prompts: Literal["truncate", "skip", "error"] = field(
         "truncate", "what to do with longer prompts (truncate keeps the end; each case is counted)"
@@ -103,6 +119,19 @@ def check_step_sizes(train: Any, prefix: str = "train") -> None:
         raise ConfigError(f"'{prefix}.steps' must be >= 0 (0 = from {prefix}.epochs), got {train.steps}")
     if train.steps == 0 and train.epochs <= 0:
         raise ConfigError(f"'{prefix}.epochs' must be > 0 when {prefix}.steps = 0, got {train.epochs}")
+
+
+@dataclass(frozen=True)
+class SaveConfig:
+    merge_lora: bool = field(True, "LoRA runs: final/ holds the merged model (false: the adapter only)")
+    model_card: bool = field(True, "write final/README.md: base model, data, algorithm, rewards, eval")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    model_id: str = field("", "push final/ to this hub repo after training (empty = no push)")
+    private: bool = field(True, "create the hub repo as private")
+    revision: str = field("", "branch to push to (empty = the default branch)")
 
 
 @dataclass(frozen=True)

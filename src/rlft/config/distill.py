@@ -4,7 +4,7 @@ prompt/completion rows, or on-policy (GKD-style) distillation on the student's o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rlft.config.common import ArithmeticConfig, DistConfig, LogConfig, ModelConfig, OptimConfig
 from rlft.config.loader import field
@@ -17,11 +17,16 @@ class DistillDataConfig:
         "JSONL / Parquet / `datasets` dir: prompts (traces, on_policy) or prompt/completion rows "
         "(offline); empty = built-in prompt generator",
     )
+    config: str = field("", "hub dataset: its configuration (subset) name")
     builtin: str = field("arithmetic", "built-in prompt generator used when path is empty")
-    split: str = field("train", "split to read from a `datasets` DatasetDict")
+    split: str = field("train", "split to read from a `datasets` DatasetDict or hub dataset")
     prompt_field: str = field("prompt", "row field holding the prompt (string or chat messages)")
     completion_field: str = field("completion", "offline: row field holding the completion to distil on")
     system_prompt: str | None = field(None, "system message prepended to string prompts")
+    chat_template: Literal["auto", "none"] = field(
+        "auto", "auto: string prompts as user messages under the chat template; none: tokenised as written"
+    )
+    chat_template_kwargs: dict[str, Any] = field({}, "extra variables for the chat template")
     num_prompts: int = field(
         0,
         "rows used (0 = all of path; built-in generator: traces needs it set, on_policy draws "

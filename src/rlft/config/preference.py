@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rlft.config.common import DistConfig, LogConfig, ModelConfig, OptimConfig
+from rlft.config.common import DistConfig, HubConfig, LogConfig, ModelConfig, OptimConfig, SaveConfig
 from rlft.config.loader import field
 
 
 @dataclass(frozen=True)
 class PreferenceDataConfig:
-    path: str = field("", "preference JSONL / Parquet / `datasets` dir (pairwise or K-way ranking rows)")
+    path: str = field(
+        "", "preference JSONL / Parquet / `datasets` dir / hub id (pairwise or K-way ranking rows)"
+    )
+    config: str = field("", "hub dataset: its configuration (subset) name")
+    split: str = field("train", "split to read from a `datasets` DatasetDict or hub dataset")
     heldout_path: str = field("", "held-out preference file; empty = split `path` by prompt hash")
     heldout_fraction: float = field(0.1, "share of prompts held out when heldout_path is empty")
     prompt_field: str = field("prompt", "row field holding the prompt (string or chat messages)")
@@ -75,3 +79,5 @@ class DPOConfig:
     dpo: DPOLossConfig = field(DPOLossConfig(), "preference loss")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
     dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.dist.ranks)")
+    save: SaveConfig = field(SaveConfig(), "what final/ holds")
+    hub: HubConfig = field(HubConfig(), "optional push of final/ to a model hub")

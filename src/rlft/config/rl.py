@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rlft.config.common import DataConfig, DistConfig, LogConfig, ModelConfig, OptimConfig
+from rlft.config.common import (
+    DataConfig,
+    DistConfig,
+    HubConfig,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    SaveConfig,
+)
 from rlft.config.loader import field
 
 # phrases the reflection diagnostic counts (rlft.telemetry.diagnostics), as whole words
@@ -115,7 +123,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    path: str = field("", "held-out JSONL (prompt, answer); empty = the built-in task's held-out split")
+    path: str = field(
+        "",
+        "held-out rows (file, `datasets` dir or hub id); empty = `heldout_fraction` of data.path "
+        "(a user dataset) or the built-in task's held-out split",
+    )
+    split: str = field("", "split of eval.path to read (empty = data.split)")
+    heldout_fraction: float = field(
+        0.1, "user dataset and no eval.path: share of its rows held out (seeded), never trained on"
+    )
+    reward: str = field(
+        "auto",
+        "scoring: auto (the run's reward functions on a user dataset, answer matching on the built-in "
+        "task), answer, run, or one reward (built-in name, `pkg.mod:fn`, `file.py:fn`)",
+    )
+    pass_threshold: float = field(1.0, "reward scoring: a completion is correct when its reward >= this")
     before: bool = field(True, "evaluate the initial model before training")
     after: bool = field(True, "evaluate the final model after training")
     fresh_process: bool = field(True, "evaluate the final model in a new process loading final/")
@@ -176,3 +198,5 @@ class RLConfig:
     log: LogConfig = field(LogConfig(), "logging")
     dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.dist.ranks)")
     alarms: AlarmConfig = field(AlarmConfig(), "training-health alarms (reward hacking, KL, ...)")
+    save: SaveConfig = field(SaveConfig(), "what final/ holds")
+    hub: HubConfig = field(HubConfig(), "optional push of final/ to a model hub")

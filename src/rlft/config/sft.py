@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rlft.config.common import DistConfig, LogConfig, ModelConfig, OptimConfig
+from rlft.config.common import DistConfig, HubConfig, LogConfig, ModelConfig, OptimConfig, SaveConfig
 from rlft.config.loader import field
 
 
 @dataclass(frozen=True)
 class SFTDataConfig:
-    path: str = field("", "JSONL / Parquet / `datasets` dir of chat or prompt/completion rows")
+    path: str = field("", "JSONL / Parquet / `datasets` dir / hub id of chat or prompt/completion rows")
+    config: str = field("", "hub dataset: its configuration (subset) name")
     split: str = field("train", "split to read from a `datasets` DatasetDict")
     heldout_path: str = field("", "held-out file; empty = split `path` by a hash of each row's prompt")
     heldout_fraction: float = field(0.05, "share of prompts held out when heldout_path is empty")
@@ -56,3 +57,5 @@ class SFTConfig:
     train: SFTTrainConfig = field(SFTTrainConfig(), "steps, batches, optimizer")
     log: LogConfig = field(LogConfig(), "progress bar, TensorBoard")
     dist: DistConfig = field(DistConfig(), "several processes under torchrun (rlft.dist.ranks)")
+    save: SaveConfig = field(SaveConfig(), "what final/ holds")
+    hub: HubConfig = field(HubConfig(), "optional push of final/ to a model hub")

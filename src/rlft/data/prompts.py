@@ -25,6 +25,52 @@ class PromptExample:
     row: Mapping[str, Any]  # the dataset row (answer, tests, ...)
 
 
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a row's prompt becomes text: with the chat template ("auto") or exactly as written
+    ("none"), a system prompt, and extra chat-template variables."""
+
+    system_prompt: str | None = None
+    chat_template: str = "auto"
+    chat_template_kwargs: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(cls, data_cfg: Any) -> PromptFormat:
+        """The format a data config asks for (any config with some of these three fields)."""
+        return cls(
+            getattr(data_cfg, "system_prompt", None),
+            getattr(data_cfg, "chat_template", "auto"),
+            dict(getattr(data_cfg, "chat_template_kwargs", None) or {}),
+        )
+
+    def __post_init__(self) -> None:
+        if self.chat_template not in ("auto", "none"):
+            raise DataError(f"chat_template must be 'auto' or 'none', got {self.chat_template!r}")
+
+
+PromptFormatLike = PromptFormat | str | None  # a bare string (or None) is a system prompt
+
+
+def as_format(fmt: PromptFormatLike) -> PromptFormat:
+    return fmt if isinstance(fmt, PromptFormat) else PromptFormat(system_prompt=fmt)
+
+
+def prompt_text(tok: Any, prompt: Any, fmt: PromptFormatLike = None) -> str:
+    """The text generation starts from: the chat template applied with the generation prompt, or
+    (chat_template=none) the string itself, after the system prompt's paragraph when there is one."""
+    fmt = as_format(fmt)
+    if fmt.chat_template == "none":
+        if not isinstance(prompt, str):
+            raise DataError(
+                "data.chat_template=none needs string prompts (got chat messages): "
+                "use chat_template=auto for conversational rows"
+            )
+        return f"{fmt.system_prompt}\n\n{prompt}" if fmt.system_prompt else prompt
+    msgs = to_messages(prompt, fmt.system_prompt)
+    kwargs = dict(fmt.chat_template_kwargs or {})
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
 def to_messages(prompt: Any, system_prompt: str | None) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         msgs = [{"role": "user", "content": prompt}]
@@ -41,35 +87,38 @@ def _is_message(m: Any) -> bool:
     return isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
 
 
-def chat_text(tok: Any, prompt: Any, system_prompt: str | None = None) -> str:
-    msgs = to_messages(prompt, system_prompt)
-    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+def chat_text(tok: Any, prompt: Any, fmt: PromptFormatLike = None) -> str:
+    """Alias of prompt_text (the name older callers use)."""
+    return prompt_text(tok, prompt, fmt)
 
 
 def encode_prompts(
     rows: Sequence[Mapping[str, Any]],
     tok: Any,
     prompt_field: str,
-    system_prompt: str | None,
+    fmt: PromptFormatLike,
     max_tokens: int,
     overlong: str,
     report: DataReport | None = None,
 ) -> tuple[list[PromptExample], dict[str, int]]:
-    """Chat-format and tokenize rows; apply the over-long policy; return examples and counts.
+    """Format (`fmt`: PromptFormat, or a system prompt) and tokenize rows; apply the over-long
+    policy; return examples and counts.
     A prompt of the wrong type or with no text is an error naming its row, or, given a report,
     recorded there and left out (then an empty result is the caller's to judge)."""
     texts, kept = [], []
     for row in rows:
         where = str(row.get("_source", "?"))
+        prompt = row.get(prompt_field)
         try:
-            msgs = to_messages(row.get(prompt_field), system_prompt)
+            msgs = to_messages(prompt, None)
+            text = prompt_text(tok, prompt, fmt)
         except DataError as e:
             reject(report, where, f"field '{prompt_field}': {e}")
             continue
         if not any(m["content"].strip() for m in msgs if m["role"] != "system"):
             reject(report, where, f"field '{prompt_field}' has no text")
             continue
-        texts.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+        texts.append(text)
         kept.append(row)
     ids_list = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
     examples, counts, too_long = [], {"truncated": 0, "skipped": 0}, []
@@ -121,7 +170,7 @@ def load_prompt_examples(
     report = DataReport(cfg.max_bad_fraction, out_dir / REPORT_FILE)
     rows = load_train_rows(cfg, seed, needed, report)
     examples, counts = encode_prompts(
-        rows, tok, cfg.prompt_field, cfg.system_prompt, max_tokens, cfg.overlong_prompts, report
+        rows, tok, cfg.prompt_field, PromptFormat.of(cfg), max_tokens, cfg.overlong_prompts, report
     )
     report.notes["prompts"] = len(examples)
     report.finish()

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rlft.data.prompts import encode_prompts
+from rlft.data.prompts import PromptFormatLike, encode_prompts
 from rlft.rewards.answers import answers_equal, extract_answer, to_number
 from rlft.rollout.base import Generations, SamplingParams
 from rlft.rollout.hf import HFGenerator
@@ -102,7 +102,7 @@ def evaluate_rows(
     *,
     prompt_field: str = "prompt",
     answer_field: str = "answer",
-    system_prompt: str | None = None,
+    system_prompt: PromptFormatLike = None,
     samples: int = 1,
     max_new_tokens: int = 64,
     temperature: float | None = None,

@@ -22,7 +22,7 @@ import torch
 
 from rlft.config.loader import ConfigError
 from rlft.config.rl import RLConfig
-from rlft.data.prompts import load_eval_rows
+from rlft.data.prompts import PromptFormat, load_eval_rows
 from rlft.dist.ranks import is_main
 from rlft.dist.sharding import full_parameters
 from rlft.eval.accuracy import evaluate_rows, write_eval_results
@@ -79,7 +79,7 @@ class PeriodicEval:
                 self.rows,
                 prompt_field=cfg.data.prompt_field,
                 answer_field=cfg.data.answer_field,
-                system_prompt=cfg.data.system_prompt,
+                system_prompt=PromptFormat.of(cfg.data),
                 samples=e.every_samples,
                 max_new_tokens=e.max_new_tokens,
                 batch_size=e.batch_size,
@@ -118,7 +118,7 @@ def evaluate_heldout(
                 rows,
                 prompt_field=cfg.data.prompt_field,
                 answer_field=cfg.data.answer_field,
-                system_prompt=cfg.data.system_prompt,
+                system_prompt=PromptFormat.of(cfg.data),
                 max_new_tokens=cfg.eval.max_new_tokens,
                 batch_size=cfg.eval.batch_size,
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlft.config.loader import ConfigError, to_yaml
-from rlft.data.prompts import chat_text, load_train_rows
+from rlft.data.prompts import PromptFormat, PromptFormatLike, chat_text, load_train_rows
 from rlft.data.rows import DataError
 from rlft.dist.ranks import init_distributed, main_first
 from rlft.rewards.registry import resolve_reward
@@ -59,7 +59,7 @@ def sample_teacher(
     params: SamplingParams,
     batch_size: int = 64,
     prompt_field: str = "prompt",
-    system_prompt: str | None = None,
+    system_prompt: PromptFormatLike = None,
 ) -> Iterator[tuple[Mapping[str, Any], str, list[str], list[bool]]]:
     """Per row, in order: (row, prompt chat text, n_samples decoded completions, finished flags).
     Generates a few generate calls' worth of prompts at a time."""
@@ -96,7 +96,7 @@ def make_traces(
     drop_truncated: bool = True,
     batch_size: int = 64,
     prompt_field: str = "prompt",
-    system_prompt: str | None = None,
+    system_prompt: PromptFormatLike = None,
     dtype: str = "float32",
     device: str = "auto",
 ) -> dict[str, float]:
@@ -201,7 +201,7 @@ def _calibration_batch(cfg: Any, model: Any, tok: Any, prompts: int = 16) -> tup
     from rlft.models.reward_model import right_pad
 
     rows = load_train_rows(cfg.data, cfg.seed, prompts)[:prompts]
-    texts = [chat_text(tok, row[cfg.data.prompt_field], cfg.data.system_prompt) for row in rows]
+    texts = [chat_text(tok, row[cfg.data.prompt_field], PromptFormat.of(cfg.data)) for row in rows]
     ids = tok(texts, add_special_tokens=False)["input_ids"]
     params = SamplingParams(cfg.traces.max_new_tokens, temperature=0.0)
     gens = make_generator("hf", model.eval(), tok, prompts).generate(ids, params)
@@ -243,7 +243,7 @@ def run_traces(cfg: Any) -> dict[str, Any]:
         params = SamplingParams(t.max_new_tokens, t.temperature, t.top_p)
         stats = make_traces(
             cfg.teacher, rows, t.n_samples, t.verifier, params, path, t.keep_per_prompt, t.threshold,
-            t.drop_truncated, t.generation_batch_size, cfg.data.prompt_field, cfg.data.system_prompt,
+            t.drop_truncated, t.generation_batch_size, cfg.data.prompt_field, PromptFormat.of(cfg.data),
             cfg.student.dtype, cfg.student.device,
         )  # fmt: skip
         stats_path.write_text(json.dumps(stats, indent=1))

@@ -33,7 +33,7 @@ from rlft.algorithms.distill import (
 )
 from rlft.config.distill import DistillConfig
 from rlft.data.preferences import encode_conversation, prompt_key
-from rlft.data.prompts import encode_prompts, load_eval_rows, load_train_rows
+from rlft.data.prompts import PromptFormat, encode_prompts, load_eval_rows, load_train_rows
 from rlft.data.rows import DataError, require_fields
 from rlft.dist.ranks import global_sum, init_distributed
 from rlft.dist.sharding import is_sharded, prepare_model
@@ -137,7 +137,7 @@ def encode_prompt_rows(tok: Any, rows: Sequence[dict[str, Any]], data: Any) -> l
     """On-policy examples: prompts only (the student writes the completions)."""
     if not rows:
         return []
-    args = (data.prompt_field, data.system_prompt, data.max_prompt_tokens, data.overlong_prompts)
+    args = (data.prompt_field, PromptFormat.of(data), data.max_prompt_tokens, data.overlong_prompts)
     return [DistillExample(tuple(ex.ids), ()) for ex in encode_prompts(rows, tok, *args)[0]]
 
 
