@@ -25,6 +25,7 @@ from rlft.ops import masked_mean, masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rl.collect import collect_rollouts
 from rlft.rl.eval import PeriodicEval, evaluate_heldout
+from rlft.rl.inputs import UserObjects, callback_hooks, run_callbacks
 from rlft.rl.records import log_throughput, rollout_flops, sample_records, step_metrics
 from rlft.rl.setup import RunParts, batch_arithmetic, setup_run, update_plan
 from rlft.rl.state import RLState, load_rl_checkpoint, previous_evaluation, save_rl_checkpoint
@@ -159,13 +160,18 @@ UPDATES: dict[UpdateRule, Callable[..., dict[str, float]]] = {
 }
 
 
-def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) -> dict[str, Any]:
+def train_rl(
+    config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0, given: UserObjects | None = None
+) -> dict[str, Any]:
     """Run RL as configured. Returns {"metrics": last step's metrics, "eval": {"before", "after"},
     "final_dir", "steps", "phase_seconds"}; also written to output_dir/summary.json. With the
-    machine's `peak_flops` (FLOP/s, `rlft bench` measures it) each step logs perf/mfu."""
+    machine's `peak_flops` (FLOP/s, `rlft bench` measures it) each step logs perf/mfu. `given`:
+    objects the Python API hands over (a loaded model, datasets, callbacks: rlft.rl.inputs)."""
     timer = PhaseTimer()
+    given = given or UserObjects()
+    hooks = callback_hooks(given.callbacks)
     with timer("setup"):
-        config, parts, generator, algo, terms, stream = setup_run(config, reward_fns)
+        config, parts, generator, algo, terms, stream = setup_run(config, reward_fns, given)
         plan = update_plan(config)
     out_dir, a = Path(config.output_dir), config.algo
     guard = NonFiniteGuard(config.train.max_nonfinite_steps)
@@ -196,10 +202,11 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
                 metrics.update(periodic_eval(parts.model, parts.tok, step))
         return reduce_metrics(metrics)  # over ranks: rank 0 logs global values
 
-    def after_log(step: int, metrics: dict[str, float]) -> None:
+    def after_log(step: int, metrics: dict[str, float]) -> bool:
         for firing in watch.observe({"step": step, **metrics}) if watch else []:  # alarms hook
             logger.log_alarm(alarm_record(step, firing))
         logger.log_samples(step, sample_records(last_batch, config.log.samples_per_step))
+        return run_callbacks(hooks, step, metrics)  # True: a callback ends the run here
 
     def save(step: int) -> None:
         with timer("checkpoint"):
@@ -219,5 +226,7 @@ def train_rl(config: RLConfig, reward_fns: Any = None, peak_flops: float = 0.0) 
             results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.update(metrics=done.metrics, steps=done.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
+    if done.ended_early:
+        results["ended_early"] = True
     write_summary(out_dir, results)
     return results

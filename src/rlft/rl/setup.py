@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -22,12 +23,15 @@ from rlft.models.critic import build_critic
 from rlft.models.load import (
     AdaptersOff,
     add_lora,
+    is_peft,
     load_causal_lm,
     load_tokenizer,
+    prepare_tokenizer,
     resolve_device,
     resolve_model_path,
 )
 from rlft.rewards.scoring import as_named, build_terms
+from rlft.rl.inputs import UserObjects
 from rlft.rl.update import UpdatePlan
 from rlft.rollout.factory import make_generator
 from rlft.rollout.sharded import FullParamsGenerator
@@ -91,9 +95,13 @@ def prompt_token_limit(cfg: RLConfig, model: Any) -> int:
     return min(cfg.data.max_prompt_tokens, room)
 
 
-def setup_run(cfg: RLConfig, reward_fns: Any = None):
+def setup_run(cfg: RLConfig, reward_fns: Any = None, given: UserObjects | None = None):
     """Resolved config, models, tokenizer, generator, algorithm, rewards, prompt stream and
-    optimizer; writes config.yaml (with the algorithm's defaults filled in)."""
+    optimizer; writes config.yaml (with the algorithm's defaults filled in). `given` holds objects
+    the Python API hands over instead of loading them (a model, a tokenizer, datasets)."""
+    given = given or UserObjects()
+    if given.model is not None:  # config.yaml and the model card name the model trained
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=model_name(given.model)))
     algo = get_algorithm(cfg.algo.name)
     cfg = dataclasses.replace(cfg, algo=algo.resolve(cfg.algo))
     arithmetic = batch_arithmetic(cfg)
@@ -108,28 +116,22 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         (out_dir / "config.yaml").write_text(to_yaml(cfg))
         log.info("config:\n%s", to_yaml(cfg))
         log.info("batch arithmetic: %s (%d processes)", json.dumps(arithmetic), world_size())
-    with main_first():
-        path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
-    seed_everything(cfg.seed)
     device = resolve_device(cfg.model.device)
-    tok = load_tokenizer(path)
-    model = load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code)
+    model, tok, path = load_policy(cfg, device, given)
+    frozen_copy = copy.deepcopy(model) if given.model is not None and not is_peft(model) else None
     model.train()
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if cfg.model.lora_rank > 0:
+    if cfg.model.lora_rank > 0 and not is_peft(model):
         model = add_lora(model, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
     model = prepare_model(model, cfg.dist.strategy)
     ref_model = None
-    if algo.uses_ref_model(cfg.algo) and cfg.model.lora_rank > 0:
+    if algo.uses_ref_model(cfg.algo) and is_peft(model):
         ref_model = AdaptersOff(model)
     elif algo.uses_ref_model(cfg.algo):
-        ref_model = (
-            load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code)
-            .eval()
-            .requires_grad_(False)
-        )
-        ref_model = prepare_model(ref_model, cfg.dist.strategy, trainable=False)
+        ref_model = frozen_copy or load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code)
+        ref_model = prepare_model(ref_model.eval().requires_grad_(False), cfg.dist.strategy, trainable=False)
+    del frozen_copy
     rounds = cfg.algo.max_sampling_rounds if cfg.algo.dynamic_sampling else 1
     needed = cfg.train.steps * cfg.rollout.prompts_per_step * rounds
     limit = prompt_token_limit(cfg, model)
@@ -150,6 +152,33 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None):
         generator = FullParamsGenerator(generator, model)
     parts = RunParts(model, ref_model, tok, optimizer, scheduler, critic)
     return cfg, parts, generator, algo, terms, stream
+
+
+def model_name(model: Any) -> str:
+    """The hub id or directory a loaded model came from ("" when it was built in memory)."""
+    if isinstance(model, str):
+        return model
+    base = getattr(model, "base_model", None) if is_peft(model) else None
+    config = getattr(base.model if base is not None else model, "config", None)
+    return str(getattr(config, "_name_or_path", "") or "")
+
+
+def load_policy(cfg: RLConfig, device: Any, given: UserObjects) -> tuple[Any, Any, str]:
+    """(policy, tokenizer, path): the API's loaded model moved to `device`, or the model of
+    cfg.model.path loaded; the tokenizer handed over, else loaded from that path. Seeds every RNG
+    (after a possible conversion of the model, before any random init)."""
+    if given.model is None:
+        with main_first():
+            path = resolve_model_path(cfg.model.path)  # may build/convert a model: before seeding
+        seed_everything(cfg.seed)
+        tok = prepare_tokenizer(given.tokenizer) if given.tokenizer is not None else load_tokenizer(path)
+        return load_causal_lm(path, cfg.model.dtype, device, cfg.model.trust_remote_code), tok, path
+    seed_everything(cfg.seed)
+    path = cfg.model.path
+    if given.tokenizer is None and not path:
+        raise ConfigError("a model object built in memory needs its tokenizer: train_rl(..., tokenizer=tok)")
+    tok = prepare_tokenizer(given.tokenizer) if given.tokenizer is not None else load_tokenizer(path)
+    return given.model.to(device), tok, path
 
 
 def rollout_backend(cfg: RLConfig, model: Any) -> str:

@@ -40,11 +40,13 @@ def save_due(step: int, steps: int, save_every: int) -> bool:
 
 @dataclass
 class Steps:
-    """What the loop did: the last step run, its metrics, and whether a signal stopped it early."""
+    """What the loop did: the last step run, its metrics, whether a signal stopped it early (to be
+    resumed), and whether `after_log` ended it early (a finished run, e.g. a user's callback)."""
 
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
+    ended_early: bool = False
 
 
 def run_steps(
@@ -54,12 +56,13 @@ def run_steps(
     logger: Any,
     one_step: Callable[[int], dict[str, float]],
     save: Callable[[int], None],
-    after_log: Callable[[int, dict[str, float]], None] | None = None,
+    after_log: Callable[[int, dict[str, float]], bool | None] | None = None,
     resume_hint: str = "--resume",
 ) -> Steps:
     """Steps start+1 .. `steps`: `one_step(n)` returns step n's metrics (global over ranks), which
     the `logger` (rlft.telemetry.metrics.RunLogger) writes, then `after_log(n, metrics)` and, when
-    due or when a SIGINT / SIGTERM asked to stop, `save(n)`. The logger is closed at the end."""
+    due or when a SIGINT / SIGTERM asked to stop, `save(n)`. `after_log` returning True (on any
+    rank) ends the run after that step, saved, as a finished run. The logger is closed at the end."""
     done = Steps(start)
     with GracefulStop() as stop:
         try:
@@ -68,10 +71,12 @@ def run_steps(
                 done = Steps(done.step + 1, metrics)
                 stop.requested = any_rank(stop.requested)  # every rank stops after the same step
                 logger.log_metrics(done.step, metrics)
-                if after_log is not None:
-                    after_log(done.step, metrics)
-                if save_due(done.step, steps, save_every) or stop.requested:
+                ended = any_rank(bool(after_log(done.step, metrics))) if after_log else False
+                if save_due(done.step, steps, save_every) or stop.requested or ended:
                     save(done.step)
+                if ended and done.step < steps:
+                    log.info("the run was ended after step %d (of %d) by a callback", done.step, steps)
+                    return Steps(done.step, metrics, ended_early=True)
                 if stop.requested and done.step < steps:
                     log.warning("stopped after step %d; resume with %s", done.step, resume_hint)
                     return Steps(done.step, metrics, stopped=True)
