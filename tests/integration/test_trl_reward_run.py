@@ -1,7 +1,6 @@
 """TRL-shaped reward functions (length, accuracy on a `solution` column, a regex format reward) in
 a real RL run on the tiny model, on a conversational JSONL dataset: every step they log the same
-rewards as their per-sample
-equivalents, and the run trains on them (scores are not silently 0)."""
+rewards as their per-sample equivalents, and the run trains on them (scores are not silently 0)."""
 
 from __future__ import annotations
 
