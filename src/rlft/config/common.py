@@ -37,6 +37,14 @@ class ArithmeticConfig:
     heldout_fraction: float = field(0.25, "share of problems (by unordered operand pair) held out")
     heldout_size: int = field(300, "problems in the held-out evaluation set")
     seed: int = field(1234, "seed of the problem order (the split itself depends on no seed)")
+    phrasing: Literal["fixed", "varied"] = field(
+        "fixed",
+        "fixed: 'What is a + b?'; varied: each problem worded by one of a dozen templates per op "
+        "(rlft.data.phrasings), some kept for held-out rows only",
+    )
+    unseen_phrasings: float = field(
+        0.25, "varied: share of templates never used in training; half the held-out rows use them"
+    )
     draw: Literal["train_pool", "randint"] = field(
         "train_pool",
         "training problems: uniform over the train pool, or randint operands (A then B) over every "

@@ -1,4 +1,5 @@
-"""Built-in task: arithmetic word-free questions ("What is 58 + 16?") with integer answers.
+"""Built-in task: arithmetic questions ("What is 58 + 16?", or worded a dozen ways: `phrasing`)
+with integer answers.
 
 The train / held-out split is a pure function of the problem (a hash of its unordered operand pair
 and operation), so a held-out problem is never trained on, whatever the seed, and `a + b` and
@@ -11,6 +12,8 @@ import hashlib
 import random
 from collections.abc import Iterator
 from typing import Any
+
+from rlft.data import phrasings
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
@@ -29,10 +32,12 @@ def all_problems(op: str, cfg: Any) -> list[tuple[int, int]]:
     return pairs
 
 
-def make_row(a: int, op: str, b: int) -> dict[str, Any]:
+def make_row(a: int, op: str, b: int, template: str | None = None) -> dict[str, Any]:
+    """The row of problem `a op b`, worded by `template` ({a}, {b}; default "What is a op b?")."""
     if op not in OPS:
         raise ValueError(f"unknown arithmetic op '{op}' (use {', '.join(OPS)})")
-    return {"prompt": f"What is {a} {op} {b}?", "answer": str(OPS[op](a, b))}
+    prompt = (template or phrasings.FIXED[op]).format(a=a, b=b)
+    return {"prompt": prompt, "answer": str(OPS[op](a, b))}
 
 
 def split_pool(cfg: Any, heldout: bool) -> dict[str, list[tuple[int, int]]]:
@@ -51,11 +56,12 @@ def train_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
         yield from randint_rows(cfg, seed)
         return
     pools = split_pool(cfg, heldout=False)
+    seen = {op: phrasings.templates(op, False, cfg.unseen_phrasings) for op in cfg.ops}
     rng = random.Random(seed)
     while True:
         for op in cfg.ops:
             a, b = rng.choice(pools[op])
-            yield make_row(a, op, b)
+            yield make_row(a, op, b, rng.choice(seen[op]) if cfg.phrasing == "varied" else None)
 
 
 def randint_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
@@ -72,7 +78,9 @@ def randint_rows(cfg: Any, seed: int) -> Iterator[dict[str, Any]]:
 
 
 def heldout_rows(cfg: Any) -> list[dict[str, Any]]:
-    """`heldout_size` distinct held-out problems, ops in turn (an exhausted op is skipped)."""
+    """`heldout_size` distinct held-out problems, ops in turn (an exhausted op is skipped). With
+    varied phrasing, rows alternate between a training template and an unseen one, and say which
+    in their `phrasing` field ("seen" / "unseen")."""
     rng = random.Random(cfg.seed)
     pools = {op: rng.sample(p, len(p)) for op, p in split_pool(cfg, heldout=True).items()}
     rows: list[dict[str, Any]] = []
@@ -80,5 +88,13 @@ def heldout_rows(cfg: Any) -> list[dict[str, Any]]:
         for op in cfg.ops:
             if pools[op] and len(rows) < cfg.heldout_size:
                 a, b = pools[op].pop()
-                rows.append(make_row(a, op, b))
+                rows.append(_heldout_row(a, op, b, len(rows), cfg, rng))
     return rows
+
+
+def _heldout_row(a: int, op: str, b: int, index: int, cfg: Any, rng: random.Random) -> dict[str, Any]:
+    if cfg.phrasing != "varied":
+        return make_row(a, op, b)
+    unseen = index % 2 == 1
+    template = rng.choice(phrasings.templates(op, unseen, cfg.unseen_phrasings))
+    return {**make_row(a, op, b, template), "phrasing": "unseen" if unseen else "seen"}
