@@ -1,15 +1,18 @@
-"""Read dataset rows from JSONL, Parquet or a saved `datasets` directory, with errors that name the
-file, line and field. Given a `DataReport` (rlft.data.quarantine), bad lines and rows are recorded
-there and left out instead of failing the load."""
+"""Read dataset rows from JSONL, Parquet, a saved `datasets` directory, a hub dataset id or an
+object given in Python (rlft.data.sources), with errors that name the file, line and field. Given a
+`DataReport` (rlft.data.quarantine), bad lines and rows are recorded there and left out instead of
+failing the load."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlft.data.sources import dataset_rows, hub_rows, is_hub_id, object_rows
 from rlft.errors import DataError
 
 if TYPE_CHECKING:
@@ -23,31 +26,53 @@ def reject(report: DataReport | None, where: str, problem: str) -> None:
     report.reject(where, problem)
 
 
-def read_rows(path: str, split: str = "train", report: DataReport | None = None) -> list[dict[str, Any]]:
+def read_rows(
+    source: Any,
+    split: str = "train",
+    report: DataReport | None = None,
+    *,
+    config: str = "",
+    streaming: bool = False,
+    limit: int = 0,
+) -> list[dict[str, Any]]:
     """Rows as dicts, each tagged with ``_source`` = "file:line" (1-based) for error messages.
-    With a report, unreadable JSONL lines are recorded there and skipped, and every row read
-    (good or not) is counted in report.rows."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"dataset not found: {path}")
-    if p.is_dir():
-        rows = _read_datasets_dir(p, split)
-    elif p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
-        return _read_jsonl(p, report)
-    elif p.suffix == ".parquet":
-        rows = _read_parquet(p)
+
+    `source`: a local JSONL (.jsonl, .json, .jsonl.gz) / Parquet file or `save_to_disk` directory
+    (`split` picks from a DatasetDict); a hub dataset id `name` or `owner/name` (not an existing
+    path), loaded with `config`, `split` and `streaming`; or a `datasets` Dataset / DatasetDict /
+    IterableDataset or a list of dicts. `limit` > 0 reads at most that many rows; a streamed
+    source needs it. With a report, unreadable JSONL lines are recorded there and skipped, and
+    every row read (good or not) is counted in report.rows."""
+    if not isinstance(source, (str, os.PathLike)):
+        rows = object_rows(source, split, limit)
     else:
-        raise DataError(f"{path}: unsupported dataset format (use .jsonl, .parquet or a `datasets` dir)")
+        path = str(source)
+        p = Path(path)
+        if not p.exists() and is_hub_id(path):
+            rows = hub_rows(path, split, config, streaming, limit)
+        elif not p.exists():
+            raise DataError(f"dataset not found: {path}")
+        elif p.is_dir():
+            rows = _read_datasets_dir(p, split, limit)
+        elif p.suffix in (".jsonl", ".json") or p.name.endswith(".jsonl.gz"):
+            return _read_jsonl(p, report, limit)
+        elif p.suffix == ".parquet":
+            rows = _read_parquet(p)
+        else:
+            raise DataError(f"{path}: unsupported dataset format (use .jsonl, .parquet or a `datasets` dir)")
+    rows = rows[:limit] if limit else rows
     if report is not None:
         report.rows += len(rows)
     return rows
 
 
-def _read_jsonl(p: Path, report: DataReport | None) -> list[dict[str, Any]]:
+def _read_jsonl(p: Path, report: DataReport | None, limit: int = 0) -> list[dict[str, Any]]:
     rows = []
     opener = gzip.open if p.name.endswith(".gz") else open
     with opener(p, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if limit and len(rows) >= limit:
+                break
             if not raw.strip():
                 continue
             if report is not None:
@@ -79,18 +104,10 @@ def _read_parquet(p: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_datasets_dir(p: Path, split: str) -> list[dict[str, Any]]:
-    from datasets import DatasetDict, load_from_disk
+def _read_datasets_dir(p: Path, split: str, limit: int = 0) -> list[dict[str, Any]]:
+    from datasets import load_from_disk
 
-    ds = load_from_disk(str(p))
-    if isinstance(ds, DatasetDict):
-        if split not in ds:
-            raise DataError(f"{p}: split '{split}' not found (available: {', '.join(ds)})")
-        ds = ds[split]
-    rows = [dict(r) for r in ds]
-    for i, row in enumerate(rows, start=1):
-        row["_source"] = f"{p}[{split}]:row {i}"
-    return rows
+    return dataset_rows(load_from_disk(str(p)), split, str(p), limit)
 
 
 def field_problems(row: dict[str, Any], fields: Sequence[str]) -> list[str]:

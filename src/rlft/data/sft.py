@@ -1,9 +1,12 @@
 """Supervised data: chat or prompt/completion rows -> token ids with an assistant-only loss mask,
 and their layout as right-padded or packed batches.
 
-Accepted rows (JSONL, Parquet or a `datasets` dir, via `read_rows`):
-- chat: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...]}``
-- ``{"prompt": str or chat messages, "completion": str}`` = the prompt's messages + one assistant turn
+Accepted rows (any source `read_rows` reads: a file, a `datasets` dir, a hub id, a Dataset, a list):
+- chat: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...]}``; every
+  assistant turn is a target
+- prompt-completion (TRL's standard and conversational forms): ``{"prompt": str or chat messages,
+  "completion": str or chat messages}``; a string completion is one assistant turn, and only the
+  completion's assistant turns are targets (not assistant turns inside the prompt)
 
 The mask is found by rendering the conversation prefix by prefix through the chat template, so it
 needs no `{% generation %}` support: assistant turn i owns the tokens between
@@ -21,10 +24,11 @@ from typing import Any
 import torch
 from jinja2 import TemplateError
 
-from rlft.data.preferences import common_prefix_len, prompt_key
+from rlft.data.preferences import chat_messages, common_prefix_len, prompt_key, response_messages
 from rlft.data.prompts import to_messages
 from rlft.data.quarantine import DataReport
 from rlft.data.rows import DataError, keep_valid_rows, read_rows
+from rlft.data.sources import source_name
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 class Conversation:
     messages: list[dict[str, Any]]
     source: str = "?"  # file:line
+    train_from: int = 0  # assistant turns from this message index on are targets (the completion)
 
 
 @dataclass(frozen=True)
@@ -62,44 +67,43 @@ def row_conversation(row: Mapping[str, Any], cfg: Any) -> Conversation:
     """A row's messages (system_prompt prepended when it has no system message); errors name
     file:line and field."""
     where = row.get("_source", "?")
+    start = 0
     if cfg.messages_field in row:
-        field, msgs = cfg.messages_field, row[cfg.messages_field]
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{where}: field '{field}' must be a non-empty list of chat messages")
+        field, msgs = cfg.messages_field, chat_messages(row[cfg.messages_field], where, cfg.messages_field)
     elif cfg.prompt_field in row:
         field = cfg.completion_field
         completion = row.get(field)
-        if not isinstance(completion, str):
-            raise DataError(f"{where}: field '{field}' must be a string, got {type(completion).__name__}")
+        if isinstance(completion, list):
+            completion = chat_messages(completion, where, field)
+        elif isinstance(completion, str):
+            completion = response_messages(completion)
+        else:
+            kind = type(completion).__name__  # (a list of chat messages is the other accepted form)
+            raise DataError(f"{where}: field '{field}' must be a string, got {kind}")
         try:
-            msgs = to_messages(row[cfg.prompt_field], None)
+            prompt = to_messages(row[cfg.prompt_field], None)
         except DataError as e:
             raise DataError(f"{where}: field '{cfg.prompt_field}': {e}") from None
-        msgs = msgs + [{"role": "assistant", "content": completion}]
+        msgs, start = prompt + completion, len(prompt)
     else:
         raise DataError(
             f"{where}: missing field '{cfg.messages_field}' "
             f"(or '{cfg.prompt_field}' and '{cfg.completion_field}')"
         )
-    for i, m in enumerate(msgs):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
-            raise DataError(f"{where}: field '{field}': message {i} needs a string 'role'")
-        if not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: field '{field}': message {i} needs a string 'content'")
-    if not any(m["role"] == "assistant" for m in msgs):
+    if not any(m["role"] == "assistant" for m in msgs[start:]):
         raise DataError(f"{where}: field '{field}': no assistant message to learn from")
-    msgs = [dict(m) for m in msgs]
     if cfg.system_prompt and msgs[0]["role"] != "system":
-        msgs = [{"role": "system", "content": cfg.system_prompt}, *msgs]
-    return Conversation(msgs, where)
+        msgs, start = [{"role": "system", "content": cfg.system_prompt}, *msgs], start + 1
+    return Conversation(msgs, where, start)
 
 
-def read_conversations(path: str, cfg: Any, report: DataReport | None = None) -> list[Conversation]:
-    """A file's conversations; with a report, bad lines and rows (unreadable, malformed, repeated
-    id) are recorded there and left out instead of raising."""
-    rows = read_rows(path, cfg.split, report)
+def read_conversations(source: Any, cfg: Any, report: DataReport | None = None) -> list[Conversation]:
+    """A source's conversations (a path or hub id read with cfg.split / cfg.config, or a Dataset /
+    list of dicts); with a report, bad lines and rows (unreadable, malformed, repeated id) are
+    recorded there and left out instead of raising."""
+    rows = read_rows(source, cfg.split, report, config=getattr(cfg, "config", ""))
     if not rows and report is None:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{source_name(source)}: no rows")
     if report is None:
         return [row_conversation(r, cfg) for r in rows]
     convs = []
@@ -113,19 +117,20 @@ def read_conversations(path: str, cfg: Any, report: DataReport | None = None) ->
 
 
 def load_conversations(
-    cfg: Any, report: DataReport | None = None
+    cfg: Any, report: DataReport | None = None, rows: Any = None
 ) -> tuple[list[Conversation], list[Conversation]]:
-    """Training and held-out conversations: a separate file, or a split of `path` by a hash of
-    each conversation's prompt (the messages before its first assistant turn). A report is
-    finished (written; an error when too many rows are bad) once both files are read."""
-    if not cfg.path:
+    """Training and held-out conversations: a separate file, or a split of `path` (or of `rows`, a
+    Dataset / list of dicts given in Python) by a hash of each conversation's prompt (the messages
+    before its first assistant turn). A report is finished (written; an error when too many rows
+    are bad) once both files are read."""
+    if rows is None and not cfg.path:
         raise DataError("data.path is empty: give a JSONL of chat `messages` or prompt/completion rows")
-    convs = read_conversations(cfg.path, cfg, report)
+    convs = read_conversations(cfg.path if rows is None else rows, cfg, report)
     held_file = read_conversations(cfg.heldout_path, cfg, report) if cfg.heldout_path else []
     if report is not None:
         report.finish()
     if not convs:
-        raise DataError(f"{cfg.path}: no usable rows")
+        raise DataError(f"{source_name(cfg.path if rows is None else rows)}: no usable rows")
     if cfg.heldout_path:
         return convs, held_file
     train, held = [], []
@@ -143,14 +148,17 @@ def _ids(tok: Any, messages: Sequence[Mapping[str, Any]], generation_prompt: boo
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def assistant_mask(tok: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[bool]]:
-    """Token ids of the conversation and a mask that is True on exactly the assistant turns'
-    tokens: their content and end-of-turn token, not the role header or the separator after it."""
+def assistant_mask(
+    tok: Any, messages: Sequence[Mapping[str, Any]], train_from: int = 0
+) -> tuple[list[int], list[bool]]:
+    """Token ids of the conversation and a mask that is True on exactly the tokens of the assistant
+    turns from message `train_from` on: their content and end-of-turn token, not the role header
+    or the separator after it."""
     full = _ids(tok, messages)
     mask = [False] * len(full)
     special = set(tok.all_special_ids)
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or i < train_from:
             continue
         start = common_prefix_len(_ids(tok, messages[:i], generation_prompt=True), full)
         end = common_prefix_len(_ids(tok, messages[: i + 1]), full)
@@ -170,7 +178,7 @@ def encode_conversations(
     examples, counts, too_long = [], {"truncated": 0, "skipped": 0, "no_targets": 0}, []
     for c in convs:
         try:
-            ids, mask = assistant_mask(tok, c.messages)
+            ids, mask = assistant_mask(tok, c.messages, c.train_from)
         except (TemplateError, TypeError, ValueError) as e:
             raise DataError(f"{c.source}: the chat template rejects this conversation: {e}") from None
         if len(ids) > max_length:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
 
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 ANSWER_TAG_CASED = re.compile(ANSWER_TAG.pattern, re.DOTALL)  # workload W's exact regex
 BOXED = re.compile(r"\\boxed\{")
 HASHES = re.compile(r"####\s*(.+)")
 NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?")
+DEFAULT_ANSWER_FIELD = "answer"
+ANSWER_ALIAS = "solution"  # read when the default field is absent (TRL's math datasets name it so)
 
 
 def boxed_contents(text: str) -> str | None:
@@ -67,3 +71,25 @@ def answers_equal(predicted: str | None, reference: object) -> bool:
     if a is not None and b is not None:
         return a == b
     return " ".join(predicted.split()).lower() == " ".join(ref.split()).lower()
+
+
+def reference_answer(example: Mapping[str, Any], field: str = DEFAULT_ANSWER_FIELD, who: str = "") -> Any:
+    """A row's reference answer: `field`, or, when that is the default `answer` and the row has
+    none, `solution`. A worked solution (a string with a \\boxed{} or a '#### x' line, as in MATH
+    and GSM8K) is reduced to that final answer. A KeyError names the field(s) looked for and, when
+    given, `who` (the reward) needs them."""
+    if field in example:
+        value = example[field]
+    elif field == DEFAULT_ANSWER_FIELD and ANSWER_ALIAS in example:
+        value = example[ANSWER_ALIAS]
+    else:
+        wanted = f"'{field}'" + (f" (or '{ANSWER_ALIAS}')" if field == DEFAULT_ANSWER_FIELD else "")
+        raise KeyError(f"{who + ' ' if who else ''}needs the dataset field {wanted}")
+    if isinstance(value, str):
+        boxed = boxed_contents(value)
+        if boxed is not None:
+            return boxed.strip()
+        hashes = HASHES.findall(value)
+        if hashes:
+            return hashes[-1].strip()
+    return value

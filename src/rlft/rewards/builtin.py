@@ -6,7 +6,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlft.rewards import format as fmt
-from rlft.rewards.answers import ANSWER_TAG, ANSWER_TAG_CASED, answers_equal, extract_answer
+from rlft.rewards.answers import (
+    ANSWER_TAG,
+    ANSWER_TAG_CASED,
+    answers_equal,
+    extract_answer,
+    reference_answer,
+)
 from rlft.rewards.code import code_pass_fraction
 from rlft.rewards.countdown import countdown_reward
 from rlft.rewards.math import math_answer
@@ -17,10 +23,10 @@ RewardFn = Callable[..., float]
 def numeric_answer(
     prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer"
 ) -> float:
-    """1.0 if the completion's final answer equals the row's answer (numerically when possible)."""
-    if answer_field not in example:
-        raise KeyError(f"numeric_answer needs the dataset field '{answer_field}'")
-    return 1.0 if answers_equal(extract_answer(completion), example[answer_field]) else 0.0
+    """1.0 if the completion's final answer equals the row's answer (numerically when possible);
+    the answer is read by `reference_answer` (`solution` when the default `answer` is absent)."""
+    reference = reference_answer(example, answer_field, "numeric_answer")
+    return 1.0 if answers_equal(extract_answer(completion), reference) else 0.0
 
 
 def answer_format(prompt: str, completion: str, example: Mapping[str, Any]) -> float:
@@ -37,8 +43,9 @@ def first_answer_int(
     match = ANSWER_TAG_CASED.search(completion)
     if match is None:
         return 0.0
+    reference = reference_answer(example, answer_field, "first_answer_int")
     try:
-        return 1.0 if int(match.group(1).strip()) == int(example[answer_field]) else 0.0
+        return 1.0 if int(match.group(1).strip()) == int(reference) else 0.0
     except ValueError:
         return 0.0
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from rlft.rewards.answers import answers_equal, extract_answer
+from rlft.rewards.answers import answers_equal, extract_answer, reference_answer
 
 log = logging.getLogger(__name__)
 VERIFY_TIMEOUT_S = 5
@@ -68,7 +68,7 @@ def math_answer(
     prompt: str, completion: str, example: Mapping[str, Any], answer_field: str = "answer"
 ) -> float:
     """1.0 if the completion's final answer (<answer>, \\boxed{}, ####, last number) is
-    equivalent to the row's reference answer, else 0.0."""
-    if answer_field not in example:
-        raise KeyError(f"math_answer needs the dataset field '{answer_field}'")
-    return 1.0 if math_equal(extract_answer(completion), example[answer_field]) else 0.0
+    equivalent to the row's reference answer (`reference_answer`: `solution` when the default
+    `answer` is absent), else 0.0."""
+    reference = reference_answer(example, answer_field, "math_answer")
+    return 1.0 if math_equal(extract_answer(completion), reference) else 0.0

@@ -32,7 +32,7 @@ from rlft.algorithms.distill import (
     token_level_reverse_kl_from_samples,
 )
 from rlft.config.distill import DistillConfig
-from rlft.data.preferences import encode_conversation, prompt_key
+from rlft.data.preferences import as_response, chat_messages, encode_conversation, prompt_key
 from rlft.data.prompts import PromptFormat, encode_prompts, load_eval_rows, load_train_rows
 from rlft.data.rows import DataError, require_fields
 from rlft.dist.ranks import global_sum, init_distributed
@@ -87,12 +87,22 @@ def load_models(cfg: DistillConfig) -> Models:
 
 
 def encode_completion_rows(tok: Any, rows: Sequence[dict[str, Any]], data: Any) -> list[DistillExample]:
-    """Offline examples: prompt through the chat template, completion as the assistant turn cut
-    after its first EOS; rows with no prompt token or no completion token left are dropped."""
+    """Offline examples: prompt through the chat template, completion (a string, or TRL's
+    conversational form: a list of assistant messages) as the assistant turn cut after its first
+    EOS; rows with no prompt token or no completion token left are dropped."""
     out = []
     for row in rows:
+        completion = row[data.completion_field]
+        if isinstance(completion, list):
+            completion = as_response(
+                chat_messages(completion, row.get("_source", "?"), data.completion_field)
+            )
         ids, n = encode_conversation(
-            tok, row[data.prompt_field], str(row[data.completion_field]), data.max_length, data.system_prompt
+            tok,
+            row[data.prompt_field],
+            completion if isinstance(completion, list) else str(completion),
+            data.max_length,
+            data.system_prompt,
         )
         response = ids[n:]
         if tok.eos_token_id in response:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rlft.data.preferences import Ranked, encode_conversation, read_preferences, split_by_prompt
 from rlft.data.rows import DataError
+from rlft.data.sources import source_name
 from rlft.train.supervised import planned_steps
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,23 @@ def encode_rankings(tok: Any, rows: Sequence[Ranked], data_cfg: Any) -> list[Enc
     return out
 
 
-def load_split(data_cfg: Any) -> tuple[list[Ranked], list[Ranked]]:
-    """Training and held-out rankings: a separate file, or a split of `path` by prompt hash."""
-    if not data_cfg.path:
+def load_split(data_cfg: Any, rows: Any = None) -> tuple[list[Ranked], list[Ranked]]:
+    """Training and held-out rankings: a separate file, or a split of `path` (or of `rows`, a
+    Dataset / list of dicts given in Python) by prompt hash. A hub id is read with data.config and
+    data.split."""
+    if rows is None and not data_cfg.path:
         raise DataError("data.path is empty: give a preference JSONL (pairwise or K-way rows)")
-    rows = _with_pairs(read_preferences(data_cfg.path, data_cfg.prompt_field), data_cfg.path)
+    source = data_cfg.path if rows is None else rows
+    read = dict(prompt_field=data_cfg.prompt_field, split=data_cfg.split, config=data_cfg.config)
+    train_rows = _with_pairs(read_preferences(source, **read), source_name(source))
     if data_cfg.heldout_path:
-        held = read_preferences(data_cfg.heldout_path, data_cfg.prompt_field)
-        return rows, _with_pairs(held, data_cfg.heldout_path)
-    train, held = split_by_prompt(rows, data_cfg.heldout_fraction)
+        held = read_preferences(data_cfg.heldout_path, **read)
+        return train_rows, _with_pairs(held, data_cfg.heldout_path)
+    train, held = split_by_prompt(train_rows, data_cfg.heldout_fraction)
     if not train:
-        raise DataError(f"{data_cfg.path}: every prompt fell into the held-out split; lower heldout_fraction")
+        raise DataError(
+            f"{source_name(source)}: every prompt fell into the held-out split; lower heldout_fraction"
+        )
     return train, held
 
 

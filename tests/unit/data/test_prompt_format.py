@@ -31,7 +31,9 @@ def test_auto_wraps_the_string_as_a_user_message_with_the_system_prompt(tiny_tok
     text = prompt_text(tiny_tok, "Q: 1+1?", PromptFormat(system_prompt="Be brief."))
     # the tiny tokenizer's ChatML template (rlft.models.chat_template)
     assert text == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ: 1+1?<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nQ: 1+1?<|im_end|>\n"
+        "<|im_start|>assistant\n"
     )
 
 

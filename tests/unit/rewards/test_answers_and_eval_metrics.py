@@ -74,7 +74,7 @@ def test_numeric_answer_reward_and_missing_field():
     assert numeric_answer("q", "so #### 1,000", {"answer": "1000"}) == 1.0
     assert numeric_answer("q", "<answer>7</answer>", {"answer": "8"}) == 0.0
     with pytest.raises(KeyError, match="'answer'"):
-        numeric_answer("q", "7", {"solution": "7"})
+        numeric_answer("q", "7", {"question": "7"})  # (`solution` is read in its place: test_answer_alias)
 
 
 def test_answer_format_reward():
