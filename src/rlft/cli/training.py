@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rlft.config.loader import load_config
@@ -25,20 +26,35 @@ def config_class(kind: str):
     return getattr(importlib.import_module(module), name)
 
 
-def cmd_rl(args: argparse.Namespace) -> int:
+def rl_config(args: argparse.Namespace, overrides: list[str], show_trl: bool = True):
+    """The RLConfig of `rl` / `check-config`: --config, or with --trl-config a TRL GRPOConfig file
+    mapped over it (precedence: --config < TRL file < overrides), its notes printed as one block."""
     from rlft.config.rl import RLConfig
+
+    trl_path = getattr(args, "trl_config", None)
+    if not trl_path:
+        return load_config(RLConfig, args.config, overrides)
+    from rlft.config.trl import load_rl_config_with_trl, notes_block
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg, mapping, notes = load_rl_config_with_trl(trl_path, args.config, overrides, world_size=world)
+    if show_trl:
+        print(notes_block(trl_path, mapping, notes), flush=True)
+    return cfg
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
     from rlft.rl.loop import train_rl
 
     overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
-    cfg = load_config(RLConfig, args.config, overrides)
+    cfg = rl_config(args, overrides, show_trl=os.environ.get("RANK", "0") == "0")  # before ranks exist
     result = train_rl(cfg)
     if not _prints_results():
         return 0
     if result.get("stopped"):
-        print(
-            f"[rlft] stopped after step {result['steps']}; resume with: rlft rl "
-            f"{'--config ' + args.config + ' ' if args.config else ''}{' '.join(args.overrides)} --resume"
-        )
+        files = "".join(f"--{k.replace('_', '-')} {v} " for k, v in _config_files(args).items())
+        again = f"rlft rl {files}{' '.join(args.overrides)} --resume"
+        print(f"[rlft] stopped after step {result['steps']}; resume with: {again}")
         return 0
     ev = result["eval"]
     if "before" in ev and "after" in ev:
@@ -50,6 +66,10 @@ def cmd_rl(args: argparse.Namespace) -> int:
     print(f"[rlft] wall time per phase: {phases}")
     print(f"[rlft] final model: {result['final_dir']}")
     return 0
+
+
+def _config_files(args: argparse.Namespace) -> dict[str, str]:
+    return {k: getattr(args, k) for k in ("config", "trl_config") if getattr(args, k, None)}
 
 
 def _train_config(args: argparse.Namespace, kind: str):
