@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from rlft.data import arithmetic, coding
+from rlft.data.heldout import split_heldout
 from rlft.data.quarantine import REPORT_FILE, DataReport
 from rlft.data.rows import DataError, keep_valid_rows, read_rows, reject, require_fields
+from rlft.data.sources import is_streaming
 from rlft.rewards.countdown import countdown_rows
 
 log = logging.getLogger(__name__)
@@ -162,13 +164,22 @@ def _report_overlong(too_long: list[str], max_tokens: int, overlong: str, report
 
 
 def load_prompt_examples(
-    cfg: Any, tok: Any, max_tokens: int, seed: int, needed: int, out_dir: Path
+    cfg: Any,
+    tok: Any,
+    max_tokens: int,
+    seed: int,
+    needed: int,
+    out_dir: Path,
+    eval_cfg: Any = None,
+    rows: Any = None,
 ) -> tuple[list[PromptExample], dict[str, int]]:
-    """Training prompts of data config `cfg`, validated up front: bad rows (unreadable lines,
-    missing / empty / wrongly typed prompts, duplicate ids) are left out while their share is at
-    most cfg.max_bad_fraction, else the load fails; out_dir/data_report.json lists them all."""
+    """Training prompts of data config `cfg` (or of `rows` given in Python), validated up front:
+    bad rows (unreadable lines, missing / empty / wrongly typed prompts, duplicate ids) are left
+    out while their share is at most cfg.max_bad_fraction, else the load fails;
+    out_dir/data_report.json lists them all. With `eval_cfg` (an RL run's eval section), the rows
+    held out for evaluation are left out too (train_and_heldout_rows)."""
     report = DataReport(cfg.max_bad_fraction, out_dir / REPORT_FILE)
-    rows = load_train_rows(cfg, seed, needed, report)
+    rows, _ = train_and_heldout_rows(cfg, eval_cfg, seed, needed, report, rows)
     examples, counts = encode_prompts(
         rows, tok, cfg.prompt_field, PromptFormat.of(cfg), max_tokens, cfg.overlong_prompts, report
     )
@@ -180,17 +191,32 @@ def load_prompt_examples(
 
 
 def load_train_rows(
-    cfg: Any, seed: int, needed: int = BUILTIN_TRAIN_ROWS, report: DataReport | None = None
+    cfg: Any,
+    seed: int,
+    needed: int = BUILTIN_TRAIN_ROWS,
+    report: DataReport | None = None,
+    rows: Any = None,
 ) -> list[dict[str, Any]]:
-    """Training rows from data.path, or `needed` rows from the built-in generator. With a
-    report, bad rows are recorded there and left out (see `keep_valid_rows`)."""
-    if cfg.path and report is not None:
-        rows = read_rows(cfg.path, cfg.split, report)
-        return keep_valid_rows(rows, [cfg.prompt_field], report, cfg.id_field)
-    if cfg.path:
-        rows = read_rows(cfg.path, cfg.split)
-        require_fields(rows, [cfg.prompt_field])
-        return rows
+    """Training rows from `rows` (a `datasets` Dataset / DatasetDict / IterableDataset or a list of
+    dicts, given in Python), else from data.path (a local file or dir, or a hub id read with
+    data.config / data.split / data.streaming), else `needed` rows from the built-in generator.
+    A streamed source is read for `needed` rows. With a report, bad rows are recorded there and
+    left out (see `keep_valid_rows`)."""
+    source = rows if rows is not None else cfg.path
+    if rows is not None or cfg.path:
+        streaming = bool(getattr(cfg, "streaming", False)) or is_streaming(source)
+        got = read_rows(
+            source,
+            cfg.split,
+            report,
+            config=getattr(cfg, "config", ""),
+            streaming=streaming,
+            limit=needed if streaming else 0,
+        )
+        if report is not None:
+            return keep_valid_rows(got, [cfg.prompt_field], report, cfg.id_field)
+        require_fields(got, [cfg.prompt_field])
+        return got
     if cfg.builtin == "arithmetic":
         stream = arithmetic.train_rows(cfg.arithmetic, seed)
     elif cfg.builtin == "coding":
@@ -205,14 +231,41 @@ def load_train_rows(
     return [next(stream) for _ in range(max(needed, 1))]
 
 
-def load_eval_rows(path: str, data_cfg: Any, limit: int = 0) -> list[dict[str, Any]]:
-    """Held-out rows (prompt, answer) from a JSONL file or the built-in task's held-out split."""
-    if path:
-        rows = read_rows(path)
-        require_fields(rows, [data_cfg.prompt_field, data_cfg.answer_field])
-    else:
+def load_eval_rows(
+    path: Any, data_cfg: Any, limit: int = 0, split: str = "", fields: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Held-out rows from `path` (a file, `datasets` dir, hub id or rows object, read with `split`,
+    else data.split; data.config when it is data.path) or the built-in task's held-out split.
+    `fields`: those each row must have (default: the prompt and answer fields)."""
+    if isinstance(path, str) and not path:
         rows = arithmetic.heldout_rows(data_cfg.arithmetic)
-    return rows[:limit] if limit else rows
+        return rows[:limit] if limit else rows
+    split = split or getattr(data_cfg, "split", "train")
+    same = isinstance(path, str) and path == getattr(data_cfg, "path", None)
+    config = getattr(data_cfg, "config", "") if same else ""
+    rows = read_rows(path, split, config=config, limit=limit)
+    need = [data_cfg.prompt_field, data_cfg.answer_field] if fields is None else list(fields)
+    require_fields(rows, need)
+    return rows
+
+
+def train_and_heldout_rows(
+    cfg: Any,
+    eval_cfg: Any,
+    seed: int,
+    needed: int = BUILTIN_TRAIN_ROWS,
+    report: DataReport | None = None,
+    rows: Any = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, held-out rows) of data config `cfg`: a user dataset (data.path, or `rows`
+    given in Python) with no eval.path loses its held-out share (eval.heldout_fraction, by a seeded
+    hash of each prompt: rlft.data.heldout), which training never sees; otherwise nothing is held
+    out here. eval_cfg None: nothing is held out (loops without held-out evaluation)."""
+    train = load_train_rows(cfg, seed, needed, report, rows=rows)
+    user_data = rows is not None or bool(cfg.path)
+    if eval_cfg is None or not user_data or getattr(eval_cfg, "path", ""):
+        return train, []
+    return split_heldout(train, eval_cfg.heldout_fraction, seed, cfg.prompt_field)
 
 
 class PromptStream:

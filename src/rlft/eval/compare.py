@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlft.data.prompts import PromptFormatLike
 from rlft.eval.accuracy import eval_summary, evaluate_rows, write_eval_rows
+from rlft.rewards.scoring import RewardTerm
 from rlft.runtime.checkpoint import COMPLETE, STEP_DIR, TRAINABLE, complete_checkpoints
 
 
@@ -18,7 +20,7 @@ from rlft.runtime.checkpoint import COMPLETE, STEP_DIR, TRAINABLE, complete_chec
 class EvalOptions:
     prompt_field: str = "prompt"
     answer_field: str = "answer"
-    system_prompt: str | None = None
+    system_prompt: PromptFormatLike = None  # a PromptFormat (chat template, kwargs) or a system prompt
     samples: int = 1
     max_new_tokens: int = 64
     temperature: float | None = None
@@ -27,6 +29,8 @@ class EvalOptions:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    terms: tuple[RewardTerm, ...] = ()  # score with these rewards (empty: answer matching)
+    pass_threshold: float = 1.0  # reward scoring: correct when the weighted total >= this
 
 
 def check_model_dir(name: str) -> str:
@@ -44,7 +48,7 @@ def check_model_dir(name: str) -> str:
             f"--model {name}: a LoRA checkpoint holds only the adapter weights; "
             "evaluate the run's final/ (adapters merged) instead"
         )
-    if not (path / "config.json").exists():
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():  # adapter: final/
         raise ValueError(f"--model {name}: no config.json, so not a model directory{_hint(path)}")
     if not (path / "tokenizer_config.json").exists():
         raise ValueError(f"--model {name}: no tokenizer files (tokenizer_config.json) next to the weights")
@@ -84,6 +88,8 @@ def evaluate_model(name: str, rows: Sequence[Mapping[str, Any]], opts: EvalOptio
         batch_size=opts.batch_size,
         k_values=opts.k_values,
         progress=opts.progress,
+        terms=opts.terms or None,
+        pass_threshold=opts.pass_threshold,
     )
 
 
@@ -105,12 +111,14 @@ def evaluate_models(
 
 
 def summary_line(name: str, res: Mapping[str, Any]) -> str:
-    """`model NAME: accuracy A  pass@1 ..  pass@K P  maj@K M  n=N  mean tokens L` (one model)."""
+    """`model NAME: accuracy A  pass@1 ..  pass@K P  maj@K M  n=N  mean tokens L` (one model);
+    under reward scoring `reward R` instead of maj@K."""
     k = res["k"]
     extra = "".join(f"  {key} {res[key]:.4f}" for key in _extra_pass_keys(res))
+    last = f"maj@{k} {res['maj@k']:.4f}" if res.get("maj@k") is not None else f"reward {res['reward']:.4f}"
     return (
         f"model {name}: accuracy {res['accuracy']:.4f}{extra}  pass@{k} {res['pass@k']:.4f}  "
-        f"maj@{k} {res['maj@k']:.4f}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
+        f"{last}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
     )
 
 
@@ -121,11 +129,13 @@ def _extra_pass_keys(res: Mapping[str, Any]) -> list[str]:
 
 
 def comparison_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """One row per model: accuracy, every pass@j, pass@K, maj@K, mean response tokens, n."""
+    """One row per model: accuracy, every pass@j, pass@K, maj@K (reward scoring: the mean reward),
+    mean response tokens, n."""
     first = next(iter(results.values()))
     k = first["k"]
     metric_cols = [("accuracy", "accuracy"), *((key, key) for key in _extra_pass_keys(first))]
-    metric_cols += [("pass@k", f"pass@{k}"), ("maj@k", f"maj@{k}")]
+    last = ("maj@k", f"maj@{k}") if first.get("maj@k") is not None else ("reward", "reward")
+    metric_cols += [("pass@k", f"pass@{k}"), last]
     width = max(len("model"), *(len(n) for n in results))
     header = f"{'model':<{width}}" + "".join(f"  {title:>8}" for _, title in metric_cols)
     header += f"  {'mean_tokens':>11}  {'n':>5}"

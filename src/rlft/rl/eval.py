@@ -1,5 +1,6 @@
 """Held-out evaluation of the RL loop: before and after training (`evaluate_heldout`, optionally
-in a fresh process), and every `eval.every` RL steps, logged as eval/* metrics.
+in a fresh process), and every `eval.every` RL steps, logged as eval/* metrics. Which rows and
+which scoring (answer matching or the run's rewards): rlft.rl.heldout.
 
 Periodic evaluation must not change training: generation runs in eval mode (HFGenerator restores
 train mode; with gradient checkpointing, train-mode generation would run without a KV cache),
@@ -10,10 +11,12 @@ draw without it.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,15 @@ import torch
 
 from rlft.config.loader import ConfigError
 from rlft.config.rl import RLConfig
-from rlft.data.prompts import PromptFormat, load_eval_rows
+from rlft.data.prompts import PromptFormat
 from rlft.dist.ranks import is_main
 from rlft.dist.sharding import full_parameters
-from rlft.eval.accuracy import evaluate_rows, write_eval_results
+from rlft.eval.accuracy import check_references, evaluate_rows, write_eval_results
+from rlft.rewards.scoring import RewardTerm
+from rlft.rl.heldout import eval_terms, heldout_rows, is_user_task, reward_arguments
 from rlft.runtime.checkpoint import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -55,16 +62,30 @@ def check_eval_config(cfg: RLConfig) -> None:
             raise ConfigError(f"'{key}' must be >= {low}, got {value}")
     if cfg.diagnostics.repeat_ngram < 1:
         raise ConfigError(f"'diagnostics.repeat_ngram' must be >= 1, got {cfg.diagnostics.repeat_ngram}")
+    if not 0.0 <= e.heldout_fraction < 1.0:
+        raise ConfigError(f"'eval.heldout_fraction' must be in [0, 1), got {e.heldout_fraction}")
+    if not math.isfinite(e.pass_threshold):
+        raise ConfigError(f"'eval.pass_threshold' must be a finite number, got {e.pass_threshold}")
+    if not e.reward.strip():
+        raise ConfigError("'eval.reward' is empty: auto, answer, run, or a reward name")
 
 
 class PeriodicEval:
-    """`due(step)` says whether step is an eval step; calling it evaluates and returns eval/* metrics."""
+    """`due(step)` says whether step is an eval step; calling it evaluates and returns eval/* metrics.
+    `rows`: the user's rows given in Python (rlft.rl.heldout.heldout_rows); `terms`: the run's
+    reward terms (else built from the config when eval.reward needs them)."""
 
-    def __init__(self, cfg: RLConfig):
+    def __init__(self, cfg: RLConfig, rows: Any = None, terms: Sequence[RewardTerm] | None = None):
         check_eval_config(cfg)
         self.cfg = cfg
         e = cfg.eval
-        self.rows = load_eval_rows(e.path, cfg.data, e.every_limit or e.limit) if e.every else []
+        self.rows: list[dict[str, Any]] = []
+        self.terms: list[RewardTerm] = []
+        if e.every:
+            self.rows = heldout_rows(cfg, rows, limit=e.every_limit or e.limit)
+            self.terms = eval_terms(cfg, is_user_task(cfg, rows), terms)
+            if not self.terms:
+                check_references(self.rows, cfg.data.answer_field)  # now, not at the first eval step
 
     def due(self, step: int) -> bool:
         return self.cfg.eval.every > 0 and step % self.cfg.eval.every == 0
@@ -83,33 +104,59 @@ class PeriodicEval:
                 samples=e.every_samples,
                 max_new_tokens=e.max_new_tokens,
                 batch_size=e.batch_size,
+                terms=self.terms or None,
+                pass_threshold=e.pass_threshold,
             )
-        return {
-            "eval/accuracy": res["accuracy"],
-            "eval/pass@k": res["pass@k"],
-            "eval/maj@k": res["maj@k"],
-            "eval/response_len": res["mean_response_tokens"],
-            "eval/truncated_frac": res["truncated_frac"],
-            "perf/eval_s": time.perf_counter() - start,
-        }
+        return {**eval_metrics(res), "perf/eval_s": time.perf_counter() - start}
+
+
+def eval_metrics(res: Mapping[str, Any]) -> dict[str, float]:
+    """eval/* metrics of an evaluation: accuracy, pass@k, maj@k (answer matching only), response
+    length, truncated share, and under reward scoring eval/reward and eval/reward/<name>."""
+    metrics = {
+        "eval/accuracy": res["accuracy"],
+        "eval/pass@k": res["pass@k"],
+        "eval/response_len": res["mean_response_tokens"],
+        "eval/truncated_frac": res["truncated_frac"],
+    }
+    if res.get("maj@k") is not None:
+        metrics["eval/maj@k"] = res["maj@k"]
+    metrics.update(
+        {f"eval/{k}": float(v) for k, v in res.items() if k == "reward" or k.startswith("reward/")}
+    )
+    return metrics
 
 
 def evaluate_heldout(
-    cfg: RLConfig, parts: Any, out_dir: Path, tag: str, model_dir: str | None = None
+    cfg: RLConfig,
+    parts: Any,
+    out_dir: Path,
+    tag: str,
+    model_dir: str | None = None,
+    rows: Any = None,
+    terms: Sequence[RewardTerm] | None = None,
 ) -> dict[str, Any]:
-    """Greedy accuracy on the held-out set; writes heldout.jsonl and eval_<tag>.json. With
-    eval.fresh_process and a `model_dir`, a new `rlft eval` process loads the saved model (rank 0
-    only; the others return {}). In process, every rank evaluates (the same rows), rank 0 writes."""
+    """Greedy accuracy on the held-out set, scored as eval.reward says; writes heldout.jsonl (the
+    rows evaluated) and eval_<tag>.json. `rows`: the user's rows given in Python; `terms`: the
+    run's reward terms. With eval.fresh_process and a `model_dir`, a new `rlft eval` process loads
+    the saved model (rank 0 only; the others return {}), unless a reward cannot be named on its
+    command line (then in process, logged). In process, every rank evaluates (the same rows),
+    rank 0 writes."""
+    terms = eval_terms(cfg, is_user_task(cfg, rows), terms)
+    rows = heldout_rows(cfg, rows, limit=cfg.eval.limit)
+    reward_args, why = reward_arguments(cfg, terms)
     fresh = model_dir is not None and cfg.eval.fresh_process
+    if fresh and why:
+        log.info("evaluating the final model in this process, not a fresh one: %s", why)
+        fresh = False
     if fresh and not is_main():
         return {}
-    rows = load_eval_rows(cfg.eval.path, cfg.data, cfg.eval.limit)
-    heldout = Path(cfg.eval.path) if cfg.eval.path else out_dir / "heldout.jsonl"
-    if not cfg.eval.path and is_main():
+    heldout = out_dir / "heldout.jsonl"
+    if is_main():
         heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
     t = time.perf_counter()
     if fresh:
-        res = eval_in_fresh_process(cfg, model_dir, heldout, out_dir / f"eval_{tag}.json")
+        res = eval_in_fresh_process(cfg, model_dir, heldout, out_dir / f"eval_{tag}.json", reward_args)
     else:
         with full_parameters(parts.model):
             res = evaluate_rows(
@@ -121,24 +168,31 @@ def evaluate_heldout(
                 system_prompt=PromptFormat.of(cfg.data),
                 max_new_tokens=cfg.eval.max_new_tokens,
                 batch_size=cfg.eval.batch_size,
+                terms=terms or None,
+                pass_threshold=cfg.eval.pass_threshold,
             )
         json_path = out_dir / f"eval_{tag}.json"
         if is_main():
             write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
     res["seconds"] = time.perf_counter() - t
-    summary = {k: res[k] for k in ("accuracy", "n", "mean_response_tokens", "seconds")}
+    keep = ("accuracy", "n", "mean_response_tokens", "seconds", "scoring", "reward")
+    summary = {k: res[k] for k in res if k in keep or k.startswith("reward/")}
     where = " in a fresh process" if fresh else ""
+    reward = f", mean reward {res['reward']:.3f}" if "reward" in res else ""
     if is_main():
         print(
             f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
-            f"on {res['n']} problems ({res['seconds']:.0f}s)",
+            f"on {res['n']} problems{reward} ({res['seconds']:.0f}s)",
             flush=True,
         )
     return summary
 
 
-def eval_in_fresh_process(cfg: RLConfig, model_dir: str, data: Path, out_json: Path) -> dict[str, Any]:
-    """Run `python -m rlft eval` on the saved model, exactly as a user would."""
+def eval_in_fresh_process(
+    cfg: RLConfig, model_dir: str, data: Path, out_json: Path, reward_args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run `python -m rlft eval` on the saved model, exactly as a user would: the run's prompt
+    format, and its rewards (`reward_args`: rlft.rl.heldout.reward_arguments) when they score."""
     cmd = [
         sys.executable,
         "-m",
@@ -156,6 +210,8 @@ def eval_in_fresh_process(cfg: RLConfig, model_dir: str, data: Path, out_json: P
         cfg.data.prompt_field,
         "--answer-field",
         cfg.data.answer_field,
+        "--chat-template",
+        cfg.data.chat_template,
         "--json",
         str(out_json),
         "--rows-out",
@@ -163,6 +219,10 @@ def eval_in_fresh_process(cfg: RLConfig, model_dir: str, data: Path, out_json: P
     ]
     if cfg.data.system_prompt:
         cmd += ["--system-prompt", cfg.data.system_prompt]
+    if cfg.data.chat_template_kwargs:
+        cmd += ["--chat-template-kwargs", json.dumps(dict(cfg.data.chat_template_kwargs))]
+    if reward_args:
+        cmd += [*reward_args, "--pass-threshold", repr(cfg.eval.pass_threshold)]
     if cfg.eval.limit:
         cmd += ["--limit", str(cfg.eval.limit)]
     subprocess.run(cmd, check=True)

@@ -135,9 +135,19 @@ def setup_run(cfg: RLConfig, reward_fns: Any = None, given: UserObjects | None =
     rounds = cfg.algo.max_sampling_rounds if cfg.algo.dynamic_sampling else 1
     needed = cfg.train.steps * cfg.rollout.prompts_per_step * rounds
     limit = prompt_token_limit(cfg, model)
-    examples, counts = load_prompt_examples(cfg.data, tok, limit, cfg.seed, needed, out_dir)
+    examples, counts = load_prompt_examples(
+        cfg.data,
+        tok,
+        limit,
+        cfg.seed,
+        needed,
+        out_dir,
+        eval_cfg=None if given.eval_dataset is not None else cfg.eval,  # else hold out a share
+        rows=given.train_dataset,
+    )
     log.info("%d training prompts (%s)", len(examples), counts)
-    stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and bool(cfg.data.path))
+    user_data = bool(cfg.data.path) or given.train_dataset is not None  # the built-in stream is random
+    stream = PromptStream(examples, cfg.seed, cfg.data.shuffle and user_data)
     critic = None
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     if algo.uses_value_model:
