@@ -157,6 +157,11 @@ def stage_argv(stage: PlannedStage) -> list[str]:
         argv += ["--temperature", str(c["temperature"])]
     if c["system_prompt"]:
         argv += ["--system-prompt", c["system_prompt"]]
+    argv += ["--chat-template", c["chat_template"], "--pass-threshold", str(c["pass_threshold"])]
+    if c["chat_template_kwargs"]:
+        argv += ["--chat-template-kwargs", json.dumps(c["chat_template_kwargs"])]
+    for reward in c["reward"]:
+        argv += ["--reward", reward]
     return argv
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlft import __version__
 from rlft.bench import add_bench_parser, cmd_bench
+from rlft.cli.config_cmd import add_config_parser, cmd_config
 from rlft.cli.training import (
     CONFIG_KINDS,
     cmd_distill,
@@ -23,11 +24,14 @@ from rlft.cli.training import (
     cmd_rm,
     cmd_sft,
     config_class,
+    rl_config,
 )
 from rlft.config.loader import ConfigError, field_docs, load_config, to_yaml
 from rlft.data.rows import DataError
 from rlft.errors import RunError
 from rlft.label.cli import add_label_parser, cmd_label
+
+TRL_HELP = "a TRL GRPOConfig YAML, mapped over --config (docs/coming_from_trl.md)"
 
 
 def _training_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -43,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"rlft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
+    rl = _training_parser(sub, "rl", "RL fine-tuning (GRPO and family)")
+    rl.add_argument("--trl-config", help=TRL_HELP)
     _training_parser(sub, "sft", "supervised fine-tuning on chat or prompt/completion rows")
     _rm_parser(sub)
     _training_parser(sub, "dpo", "offline preference optimisation (DPO / IPO) on preference data")
@@ -53,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config")
     c.add_argument("--kind", default="rl", choices=sorted(CONFIG_KINDS))
     c.add_argument("--docs", action="store_true", help="list every key with its default and doc")
+    c.add_argument("--trl-config", help=TRL_HELP + " and print what it maps to")
     c.add_argument("overrides", nargs="*")
-    e = sub.add_parser("eval", help="accuracy, pass@k and maj@k on a JSONL of prompt/answer rows")
+    e = sub.add_parser(
+        "eval", help="accuracy, pass@k and maj@k of models on prompt rows (answers or rewards)"
+    )
     e.add_argument(
         "--model",
         required=True,
@@ -62,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         help="HF id, local dir, alias, run final/ or checkpoints/step-N; several = side by side",
     )
-    e.add_argument("--data", required=True, help="JSONL with `prompt` (or chat messages) and `answer`")
+    e.add_argument(
+        "--data",
+        required=True,
+        help="rows with `prompt` (and `answer`): JSONL / Parquet, `datasets` dir, hub id",
+    )
+    e.add_argument("--split", default="train", help="split of a `datasets` dir or hub dataset")
+    e.add_argument("--config-name", default="", help="hub dataset: its configuration (subset) name")
     e.add_argument("--samples", type=int, default=1, help="completions per prompt (K)")
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--temperature", type=float, default=None, help="default: greedy for K=1, else 1.0")
@@ -70,6 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt-field", default="prompt")
     e.add_argument("--answer-field", default="answer")
     e.add_argument("--system-prompt", default=None)
+    e.add_argument(
+        "--chat-template", default="auto", choices=("auto", "none"), help="none: prompts as written"
+    )
+    e.add_argument(
+        "--chat-template-kwargs",
+        type=_json_object,
+        default=None,
+        help='JSON, e.g. {"enable_thinking": false}',
+    )
+    e.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        help="score with this reward (repeatable; summed): built-in name, pkg.mod:fn, pkg.mod.fn, "
+        "file.py:fn or a JSON `rewards` entry; without it, answer matching",
+    )
+    e.add_argument(
+        "--reward-weight", action="append", type=float, default=[], help="one per --reward, in order"
+    )
+    e.add_argument(
+        "--pass-threshold", type=float, default=1.0, help="with --reward: correct when reward >= this"
+    )
     e.add_argument("--limit", type=int, default=0, help="only the first N rows")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--k-values", type=_k_list, default=(), help="extra pass@k values, e.g. 1,4,8 (<= K)")
@@ -84,7 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_label_parser(sub)
     _report_parser(sub)
     add_bench_parser(sub)
+    add_config_parser(sub)
     return parser
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"invalid JSON ({e.msg}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text}")
+    return value
 
 
 def _k_list(text: str) -> tuple[int, ...]:
@@ -125,7 +172,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for key, default, doc in field_docs(cls):
             print(f"{key} = {default!r}  # {doc}")
         return 0
-    cfg = load_config(cls, args.config, args.overrides)
+    if args.trl_config and args.kind != "rl":
+        raise ConfigError("--trl-config is a TRL GRPOConfig: it needs --kind rl")
+    rl = args.kind == "rl"
+    cfg = rl_config(args, args.overrides) if rl else load_config(cls, args.config, args.overrides)
     if args.kind == "rl":
         import dataclasses
 
@@ -137,20 +187,46 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from rlft.rl.setup import batch_arithmetic
 
         print("# batch arithmetic: " + json.dumps(batch_arithmetic(cfg)))
+    check_data_sources(cfg)
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from rlft.data.rows import read_rows, require_fields
-    from rlft.eval.compare import EvalOptions, comparison_table, evaluate_models, write_outputs
+def check_data_sources(cfg: object) -> None:
+    """DataError naming each dataset of the config that a run could not read: a missing local
+    path, a missing split, a hub id that cannot be reached (offline) or lacks the split."""
+    from rlft.data.sources import check_source
 
-    rows = read_rows(args.data)
-    require_fields(rows, [args.prompt_field, args.answer_field])
-    rows = rows[: args.limit] if args.limit else rows
+    sections = [("data", getattr(cfg, "data", None)), ("eval", getattr(cfg, "eval", None))]
+    problems = []
+    for name, section in sections:
+        path = getattr(section, "path", "")
+        if not path:
+            continue
+        split = getattr(section, "split", "") or getattr(cfg.data, "split", "train")
+        config = getattr(section, "config", "") or (getattr(cfg.data, "config", "") if name == "eval" else "")
+        if (problem := check_source(path, config, split)) is not None:
+            problems.append(f"'{name}.path': {problem}")
+    if problems:
+        raise DataError("; ".join(problems))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlft.data.prompts import PromptFormat
+    from rlft.data.rows import read_rows, require_fields
+    from rlft.eval.accuracy import check_references
+    from rlft.eval.compare import EvalOptions, comparison_table, evaluate_models, write_outputs
+    from rlft.eval.rewarded import terms_from_args
+
+    fmt = PromptFormat(args.system_prompt, args.chat_template, args.chat_template_kwargs)
+    rows = read_rows(args.data, args.split, config=args.config_name, limit=args.limit)
+    require_fields(rows, [args.prompt_field])
+    terms = terms_from_args(args.reward, args.reward_weight, args.prompt_field, args.system_prompt)
+    if not terms:
+        check_references(rows, args.answer_field)
     opts = EvalOptions(
         prompt_field=args.prompt_field,
         answer_field=args.answer_field,
-        system_prompt=args.system_prompt,
+        system_prompt=fmt,
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -158,6 +234,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         k_values=args.k_values,
         seed=args.seed,
         device=args.device,
+        terms=tuple(terms),
+        pass_threshold=args.pass_threshold,
     )
     results = evaluate_models(args.model, rows, opts)
     if len(results) > 1:
@@ -219,6 +297,7 @@ COMMANDS = {
     "label": cmd_label,
     "report": cmd_report,
     "bench": cmd_bench,
+    "config": cmd_config,
 }
 RM_SUBCOMMANDS = ("train", "score", "-h", "--help")
 

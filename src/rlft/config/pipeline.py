@@ -61,6 +61,12 @@ class EvalStageConfig:
     prompt_field: str = field("prompt", "row field holding the prompt")
     answer_field: str = field("answer", "row field holding the reference answer")
     system_prompt: str | None = field(None, "system message prepended to string prompts")
+    chat_template: str = field("auto", "auto (chat template) or none (prompts tokenised as written)")
+    chat_template_kwargs: dict[str, Any] = field({}, "extra variables for the chat template")
+    reward: list[str] = field(
+        [], "rewards scoring the completions (names or JSON reward entries; empty = answer matching)"
+    )
+    pass_threshold: float = field(1.0, "reward scoring: a completion is correct when its reward >= this")
     seed: int = field(0, "sampling seed")
 
 
@@ -208,8 +214,20 @@ def _eval_defaults(spec: StageSpec, plan: Mapping[str, PlannedStage]) -> dict[st
             )
         out["data"] = ev["path"] or str(rl.dir / "heldout.jsonl")
         out.update(prompt_field=d["prompt_field"], answer_field=d["answer_field"])
-        out["system_prompt"] = d["system_prompt"]
+        out.update({k: d[k] for k in ("system_prompt", "chat_template", "chat_template_kwargs")})
+        out.update(reward=_stage_rewards(rl.config), pass_threshold=ev["pass_threshold"])
     return out
+
+
+def _stage_rewards(rl_config: Mapping[str, Any]) -> list[str]:
+    """How an rl stage scores its held-out set (its eval.reward), as `rlft eval --reward` items:
+    none for answer matching, its own reward entries as JSON for `run`, or the one named reward."""
+    scoring, user_data = rl_config["eval"]["reward"], bool(rl_config["data"]["path"])
+    if scoring == "answer" or (scoring == "auto" and not user_data):
+        return []
+    if scoring in ("run", "auto"):
+        return [json.dumps(entry) for entry in rl_config["rewards"]]
+    return [scoring]
 
 
 def _heldout_stage(spec: StageSpec, plan: Mapping[str, PlannedStage]) -> PlannedStage:

@@ -158,3 +158,25 @@ def test_cli_overrides_address_stages_by_name(tmp_path):
     assert p["sft"].config["seed"] == 2  # sft_tiny.yaml sets no seed: the pipeline's
     with pytest.raises(ConfigError, match=r"unknown config key 'sedd'; did you mean 'seed'\?"):
         load_pipeline_config(str(path), ["sedd=1"])
+
+
+def test_an_eval_stage_scores_as_its_rl_stage_does(tmp_path):
+    """A user-task rl stage: its eval stage gets the stage's rewards and prompt format; the built-in
+    task's rl stage: answer matching (no rewards)."""
+    import json
+
+    data = tmp_path / "user.jsonl"
+    data.write_text('{"prompt": "hi", "solution": "1"}\n')
+    user = {
+        "data.path": str(data),
+        "data.chat_template": "none",
+        "rewards": [{"fn": "numeric_answer", "weight": 2.0}],
+        "eval.pass_threshold": 2.0,
+    }
+    stages = [stage("rl", "rl", overrides=user), stage("eval", "eval", model_from="rl")]
+    c = plan(stages)["eval"].config
+    assert [json.loads(r)["fn"] for r in c["reward"]] == ["numeric_answer"]
+    assert json.loads(c["reward"][0])["weight"] == 2.0
+    assert c["chat_template"] == "none" and c["pass_threshold"] == 2.0
+    builtin = plan([stage("rl", "rl"), stage("eval", "eval", model_from="rl")])["eval"].config
+    assert builtin["reward"] == [] and builtin["chat_template"] == "auto"
