@@ -25,7 +25,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; paddin
 .tag-best { background: #cfc; } .tag-worst { background: #fcc; }
 .alarm { background: #fee; } .note { color: #666; }
 """
-EVAL_FIELDS = ("accuracy", "pass@k", "maj@k", "n", "k", "mean_response_tokens")
+EVAL_FIELDS = ("accuracy", "pass@k", "maj@k", "reward", "n", "k", "mean_response_tokens")
 
 
 def esc(value: Any) -> str:
@@ -81,7 +81,12 @@ def plots_section(plots: Sequence[Plot], empty: Sequence[Panel]) -> str:
 
 def eval_section(runs: Sequence[RunData]) -> str:
     parts = ['<section id="eval"><h2>Evaluation</h2>']
-    rows = [(r.name, tag, *(e.get(f, "") for f in EVAL_FIELDS)) for r in runs for tag, e in r.evals.items()]
+    # a missing or null field (maj@k under reward scoring, reward under answer matching) shows blank
+    rows = [
+        (r.name, tag, *("" if e.get(f) is None else e[f] for f in EVAL_FIELDS))
+        for r in runs
+        for tag, e in r.evals.items()
+    ]
     if rows:
         parts.append(table(("run", "when", *EVAL_FIELDS), rows))
     for r in runs:
