@@ -85,11 +85,11 @@ def test_lora_final_equals_the_adapted_policy(
     adapted = {}
     save_final = rlft.rl.loop.save_final
 
-    def capture_then_save(model, tok, out_dir):
+    def capture_then_save(model, tok, out_dir, merge_lora=True):
         # the policy as trained: the PEFT model, adapters on, just before the final save merges it
-        assert is_peft(model)
+        assert is_peft(model) and merge_lora
         adapted["logprobs"] = _logprobs(model, ids, mask, n)
-        return save_final(model, tok, out_dir)
+        return save_final(model, tok, out_dir, merge_lora)
 
     monkeypatch.setattr(rlft.rl.loop, "save_final", capture_then_save)
 

@@ -79,3 +79,47 @@ def test_bad_api_input_is_named(make_rl_config, tmp_path):
         rlft.train_rl(make_rl_config(*COMMON, out=tmp_path / "b"), ["numeric_answer"], reward_funcs=["x"])
     with pytest.raises(ConfigError, match="must be an RLConfig"):
         rlft.train_rl(42)
+
+
+def _user_rows(n: int = 24) -> list[dict]:
+    return [
+        {
+            "id": i,
+            "prompt": [{"role": "user", "content": f"What is {i} + {i + 1}?"}],
+            "solution": str(2 * i + 1),
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_dataset_object_and_a_list_of_dicts_give_the_run_of_the_jsonl(make_rl_config, tmp_path):
+    from datasets import Dataset
+
+    rows = _user_rows()
+    data = tmp_path / "user.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = (*COMMON, "rewards=[{fn: numeric_answer}]", "eval.after=true", "eval.fresh_process=false")
+    runs = {"jsonl": tmp_path / "jsonl", "dataset": tmp_path / "dataset", "list": tmp_path / "list"}
+    res = {"jsonl": rlft.train_rl(make_rl_config(*common, f"data.path={data}", out=runs["jsonl"]))}
+    res["dataset"] = rlft.train_rl(
+        make_rl_config(*common, out=runs["dataset"]), train_dataset=Dataset.from_list(rows)
+    )
+    res["list"] = rlft.train_rl(make_rl_config(*common, out=runs["list"]), train_dataset=rows)
+    metrics = {k: _training_metrics(out) for k, out in runs.items()}
+    assert metrics["dataset"] == metrics["jsonl"] == metrics["list"]
+    heldout = {k: (out / "heldout.jsonl").read_text() for k, out in runs.items()}
+    assert heldout["dataset"] == heldout["list"] and heldout["dataset"].count("\n") >= 1
+    # the held-out rows are the user's own (a `solution` column), never the built-in task
+    assert all("solution" in json.loads(line) for line in heldout["list"].splitlines())
+    assert res["list"]["eval"]["after"]["n"] == heldout["list"].count("\n")
+
+
+def test_an_eval_dataset_is_what_gets_evaluated(make_rl_config, tmp_path):
+    train, held = _user_rows(20), _user_rows(26)[20:]
+    out = tmp_path / "run"
+    cfg = make_rl_config(*COMMON, "rewards=[{fn: numeric_answer}]", "eval.after=true", out=out)
+    res = rlft.train_rl(cfg, train_dataset=train, eval_dataset=held)
+    assert res["eval"]["after"]["n"] == 6
+    assert [json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()] == list(
+        range(20, 26)
+    )

@@ -27,17 +27,66 @@ def field(default: Any, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"doc": doc})
 
 
+# the package's own files: built-in configs (`--config demo`) and the example files they use
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+BUILTIN_DIR = PACKAGE_DIR / "configs"
+PACKAGE_FILE_DIRS = ("examples",)  # relative paths under these fall back to the package's copy
+
+
+def builtin_configs() -> dict[str, Path]:
+    """The built-in configs shipped inside the package, by name (file name without .yaml)."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """The config file `name` means: the file itself when it exists (relative to the working
+    directory); else a built-in config, named bare (`demo`, `demo.yaml`) or as the checkout
+    spells it (`configs/demo.yaml`); else a ConfigError listing the built-in names."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
+    bare = len(p.parts) == 1
+    if bare or (not p.is_absolute() and p.parts[:-1] == ("configs",)):
+        builtin = builtin_configs().get(stem)
+        if builtin is not None:
+            return builtin
+    kind = "directory, not a file" if p.is_dir() else "file not found"
+    names = ", ".join(builtin_configs()) or "none"
+    raise ConfigError(f"config {kind}: {p} (built-in configs: {names}; `rlft config list`)")
+
+
+def _is_builtin(path: Path) -> bool:
+    return path.resolve().parent == BUILTIN_DIR
+
+
+def with_package_files(data: Any) -> Any:
+    """A built-in config's relative file references (`examples/rewards.py:fn`, data paths) that
+    do not exist in the working directory, pointed at the package's own copy, so the config also
+    runs outside the checkout (after `pip install rlft`). Anything that exists here wins."""
+    if isinstance(data, dict):
+        return {k: with_package_files(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [with_package_files(v) for v in data]
+    if not isinstance(data, str) or Path(data).is_absolute() or data.split("/")[0] not in PACKAGE_FILE_DIRS:
+        return data
+    file, sep, rest = data.partition(".py:")  # a reward `path.py:function`
+    file = file + ".py" if sep else data
+    if Path(file).exists() or not (PACKAGE_DIR / file).exists():
+        return data
+    return str(PACKAGE_DIR / file) + (":" + rest if sep else "")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file not found: {p}")
+    """A config file as a dict; `path` is resolved by `resolve_config_path` (built-in names)."""
+    p = resolve_config_path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(data).__name__}")
-    return data
+    return with_package_files(data) if _is_builtin(p) else data
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -196,6 +245,8 @@ def field_docs(cls: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
 
 
 def load_config(cls: type[T], path: str | None, overrides: Sequence[str] = ()) -> T:
+    """`cls` built from the config file `path` (a file, or a built-in config's name: see
+    `resolve_config_path`), then the dotted `overrides`."""
     data = load_yaml(path) if path else {}
     data = merge_overrides(data, overrides)
     try:

@@ -171,15 +171,39 @@ def model_device(model: Any) -> Any:
 def load_causal_lm(
     path: str, dtype: str = "float32", device: Any = "cpu", trust_remote_code: bool = False
 ) -> Any:
+    """A causal LM from a model directory, HF id or alias; a LoRA adapter directory (a final/
+    saved with save.merge_lora=false) is loaded onto its base model (itself possibly an adapter
+    directory) and merged."""
     import torch
     from transformers import AutoModelForCausalLM
 
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"unknown dtype 'model.dtype={dtype}' (float32, bfloat16, float16)")
+    base = adapter_base(path)
+    if base:
+        from peft import PeftModel
+
+        model = load_causal_lm(resolve_model_path(base), dtype, "cpu", trust_remote_code)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        model.name_or_path = path  # a LoRA trained on this model records the adapter as its base
+        return model.to(device)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
     return model.to(device)
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a PEFT adapter directory (its adapter_config.json), None for anything else."""
+    conf = Path(path) / "adapter_config.json"
+    if not conf.exists() or (Path(path) / "config.json").exists():
+        return None
+    import json
+
+    base = json.loads(conf.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{conf}: no base_model_name_or_path, so the adapter's base model is unknown")
+    return base
 
 
 def add_lora(model: Any, rank: int, alpha: float, targets: str) -> Any:

@@ -19,12 +19,14 @@ from rlft.config.loader import to_dict
 from rlft.config.rl import AlgoConfig, RLConfig
 from rlft.dist.ranks import global_mean, rank_log_dir, reduce_metrics, world_size
 from rlft.models.critic import rollout_values
+from rlft.models.hub import publish_final
 from rlft.models.load import model_device
 from rlft.models.save import save_final
 from rlft.ops import masked_mean, masked_sum
 from rlft.rewards.scoring import RewardTerm
 from rlft.rl.collect import collect_rollouts
 from rlft.rl.eval import PeriodicEval, evaluate_heldout
+from rlft.rl.heldout import given_heldout_rows
 from rlft.rl.inputs import UserObjects, callback_hooks, run_callbacks
 from rlft.rl.records import log_throughput, rollout_flops, sample_records, step_metrics
 from rlft.rl.setup import RunParts, batch_arithmetic, setup_run, update_plan
@@ -173,6 +175,7 @@ def train_rl(
     with timer("setup"):
         config, parts, generator, algo, terms, stream = setup_run(config, reward_fns, given)
         plan = update_plan(config)
+        eval_rows = given_heldout_rows(config, given.eval_dataset, given.train_dataset)  # API datasets
     out_dir, a = Path(config.output_dir), config.algo
     guard = NonFiniteGuard(config.train.max_nonfinite_steps)
     state = RLState(0, stream, guard, AdaptiveKLController(a.kl_coef, a.target_kl, a.kl_horizon))
@@ -181,8 +184,10 @@ def train_rl(
     results: dict[str, Any] = {"eval": previous_evaluation(out_dir) if start else {}}
     if start == 0 and config.eval.before:
         with timer("eval_before"):
-            results["eval"]["before"] = evaluate_heldout(config, parts, out_dir, "before")
-    periodic_eval = PeriodicEval(config)
+            results["eval"]["before"] = evaluate_heldout(
+                config, parts, out_dir, "before", rows=eval_rows, terms=terms
+            )
+    periodic_eval = PeriodicEval(config, rows=eval_rows, terms=terms)
     log_dir, log_config = rank_log_dir(out_dir, config.log)  # rank 0: out_dir; others: ranks/rank-N
     logger = RunLogger.for_config(log_dir, log_config, config.train.steps, start, "rl", to_dict(config))
     # alarms hook (rlft.telemetry.alarms): history in memory; a resumed run rebuilds it from metrics.jsonl
@@ -219,11 +224,16 @@ def train_rl(
     if done.stopped:
         return {**results, "metrics": done.metrics, "steps": done.step, "stopped": True}
     with timer("save_final"):
-        final, parts.model = save_final(parts.model, parts.tok, out_dir)  # LoRA: merged
+        # LoRA: merged, or the adapter alone (save.merge_lora=false)
+        final, parts.model = save_final(parts.model, parts.tok, out_dir, config.save.merge_lora)
         results["final_dir"] = str(final)
     if config.eval.after:
         with timer("eval_after"):
-            results["eval"]["after"] = evaluate_heldout(config, parts, out_dir, "after", results["final_dir"])
+            results["eval"]["after"] = evaluate_heldout(
+                config, parts, out_dir, "after", results["final_dir"], rows=eval_rows, terms=terms
+            )
+    if hub_url := publish_final(config, final, results["eval"]):  # model card (needs the eval), hub push
+        results["hub_url"] = hub_url
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.update(metrics=done.metrics, steps=done.step, phase_seconds=timer.seconds, peak_rss_mib=peak_mib)
     if done.ended_early:

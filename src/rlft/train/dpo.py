@@ -23,6 +23,7 @@ from rlft.config.preference import DPOConfig, DPOLossConfig
 from rlft.data.preferences import ranked_pairs
 from rlft.dist.ranks import init_distributed, sum_over_ranks
 from rlft.dist.sharding import is_sharded, prepare_model, reshard
+from rlft.models.hub import publish_supervised
 from rlft.models.load import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.models.logprobs import response_logprobs
 from rlft.rollout.assemble import pack_prompt_response
@@ -85,9 +86,11 @@ def train_dpo(cfg: DPOConfig) -> dict[str, Any]:
         model.train()
         return {k.replace("/", "_"): v / len(rankings) for k, v in sums.items()}
 
-    return run_supervised_loop(
+    results = run_supervised_loop(
         cfg, model, tok, train, held, backward, evaluate, cfg.dpo.loss, cfg.train.rankings_per_step
     )
+    publish_supervised(cfg, results)  # final/README.md, hub push
+    return results
 
 
 def sequence_logprobs(

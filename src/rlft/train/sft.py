@@ -20,6 +20,7 @@ from rlft.data.quarantine import REPORT_FILE, DataReport
 from rlft.data.rows import DataError
 from rlft.data.sft import SFTBatch, SFTExample, encode_conversations, load_conversations, sft_batches
 from rlft.dist.ranks import global_sum
+from rlft.models.hub import publish_supervised
 from rlft.models.load import add_lora, load_causal_lm, load_tokenizer, resolve_device, resolve_model_path
 from rlft.runtime.seeding import seed_everything
 from rlft.train.supervised import filler_chunks, planned_steps, run_supervised_loop
@@ -60,7 +61,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     def evaluate(examples: Sequence[SFTExample]) -> dict[str, float]:
         return heldout_loss(model, layout(examples))
 
-    return run_supervised_loop(
+    results = run_supervised_loop(
         cfg,
         model,
         tok,
@@ -72,6 +73,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         cfg.train.examples_per_step,
         summary_extra={"data": counts},
     )
+    publish_supervised(cfg, results)  # final/README.md, hub push
+    return results
 
 
 def load_examples(

@@ -131,7 +131,8 @@ def run_supervised_loop(
     done = run_steps(start, steps, cfg.train.save_every, logger, one_step, save)
     if done.stopped:
         return {"metrics": done.metrics, "steps": done.step, "stopped": True}
-    final, model = save_final(model, tok, out_dir)  # every rank
+    merge_lora = cfg.save.merge_lora if hasattr(cfg, "save") else True  # LoRA: merged or the adapter
+    final, model = save_final(model, tok, out_dir, merge_lora)  # every rank
     results = {
         "metrics": done.metrics,
         "steps": done.step,
