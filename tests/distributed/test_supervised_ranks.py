@@ -123,7 +123,8 @@ def _preference_passes(path: Path, seed: int = 0) -> list[tuple[int, int]]:
     from rlft.data.prompts import PromptStream
     from rlft.train.preference_data import load_split, microbatches
 
-    cfg = SimpleNamespace(path=str(path), heldout_path="", heldout_fraction=0.25, prompt_field="prompt")
+    cfg = SimpleNamespace(path=str(path), config="", split="train", heldout_path="")
+    cfg.heldout_fraction, cfg.prompt_field = 0.25, "prompt"
     train, _ = load_split(cfg)
     stream = PromptStream([SimpleNamespace(ids=r.responses) for r in train], seed)
     steps = [stream.take(4) for _ in range(4)]

@@ -84,6 +84,15 @@ DEMO_CHAIN = {
     "rlft report runs/demo": Check(expect=("report written to runs/demo/report.html",)),
     "rlft check-config --config configs/demo.yaml": Check(expect=("# batch arithmetic:",)),
 }
+# a user's task on the real model, in README order: 1 RL step, 4 held-out rows, 16 new tokens
+TASK_SIZE = (*DEMO_SIZE[:4], "eval.limit=4", "eval.max_new_tokens=16", "log.progress=false")
+TASK_CHAIN = {
+    "rlft rl --config examples/trl_task/grpo.yaml": Check(
+        TASK_SIZE, ("mean reward", "on 4 problems", "[rlft] final model: runs/trl_task/final")
+    ),
+    "rlft eval --model runs/trl_task/final --data runs/trl_task/heldout.jsonl "
+    "--reward examples/trl_task/rewards.py:accuracy": Check(("--max-new-tokens", "16"), ("accuracy",)),
+}
 SINGLE = {
     "rlft rl --config configs/grpo_tiny.yaml": TINY_RL,
     "rlft check-config --docs": Check(expect=("train.optim.lr = ",)),
@@ -97,6 +106,10 @@ SINGLE = {
     f"{TORCHRUN_2} rl --config configs/grpo_tiny.yaml": TINY_RL,
     f"{TORCHRUN_2} rl --config configs/grpo_tiny.yaml dist.strategy=fsdp2": TINY_RL,
     f"{TORCHRUN_2} sft --config configs/sft_tiny.yaml": TINY_RUN,
+    "rlft check-config --trl-config examples/trl_grpo.yaml data.path=examples/trl_task/train.jsonl": Check(
+        expect=("samples_per_prompt: 8",)
+    ),
+    "rlft config cp demo my_demo.yaml": Check(expect=("my_demo.yaml",)),
 }
 NOT_RUN = {
     "make demo": "the main job (~14 min): its command is the demo chain's first, run here with fewer steps",
@@ -108,7 +121,7 @@ NOT_RUN = {
 
 def test_every_readme_command_is_covered():
     shown = readme_commands(README.read_text(encoding="utf-8"))
-    covered = {**DEMO_CHAIN, **SINGLE, **NOT_RUN}
+    covered = {**DEMO_CHAIN, **TASK_CHAIN, **SINGLE, **NOT_RUN}
     assert [c for c in shown if c not in covered] == [], "README commands without a test here"
     assert [c for c in covered if c not in shown] == [], "entries here that the README no longer shows"
 
@@ -147,3 +160,38 @@ def test_readme_demo_commands_run_in_order_on_the_real_model(tmp_path):
         run_as_written(command, check, cwd)
     assert (cwd / "runs" / "demo" / "final" / "model.safetensors").exists()
     assert set(json.loads((cwd / "out.json").read_text())) >= {"accuracy", "pass@k", "maj@k", "n"}
+
+
+@pytest.mark.slow
+def test_readme_task_commands_run_in_order_on_the_real_model(tmp_path):
+    cwd = scratch(tmp_path / "cwd")
+    for command, check in TASK_CHAIN.items():
+        run_as_written(command, check, cwd)
+    card = (cwd / "runs" / "trl_task" / "final" / "README.md").read_text()
+    assert "examples/trl_task/train.jsonl" in card and "accuracy" in card
+
+
+def readme_python(text: str) -> str:
+    """The one ```python block of the README's "Python API" section."""
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return block
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, as written, in a scratch directory; train_rl gets the demo
+    chain's size overrides appended (later overrides win)."""
+    import rlft
+
+    monkeypatch.chdir(scratch(tmp_path / "cwd"))
+    real, seen = rlft.train_rl, {}
+
+    def sized(*args, overrides=(), **kwargs):
+        seen["result"] = real(*args, overrides=[*overrides, *TASK_SIZE], **kwargs)
+        return seen["result"]
+
+    monkeypatch.setattr(rlft, "train_rl", sized)
+    exec(compile(readme_python(README.read_text(encoding="utf-8")), "README.md", "exec"), {})
+    result = seen["result"]
+    assert result["eval"]["after"]["n"] == 4 and result["final_dir"].endswith("runs/api/final")

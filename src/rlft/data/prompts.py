@@ -260,10 +260,12 @@ def train_and_heldout_rows(
     """(training rows, held-out rows) of data config `cfg`: a user dataset (data.path, or `rows`
     given in Python) with no eval.path loses its held-out share (eval.heldout_fraction, by a seeded
     hash of each prompt: rlft.data.heldout), which training never sees; otherwise nothing is held
-    out here. eval_cfg None: nothing is held out (loops without held-out evaluation)."""
+    out here. eval_cfg None, or no held-out evaluation at all (eval.before, after and every off):
+    nothing is held out, every row is trained on."""
     train = load_train_rows(cfg, seed, needed, report, rows=rows)
     user_data = rows is not None or bool(cfg.path)
-    if eval_cfg is None or not user_data or getattr(eval_cfg, "path", ""):
+    evaluates = eval_cfg is not None and (eval_cfg.before or eval_cfg.after or eval_cfg.every > 0)
+    if not evaluates or not user_data or getattr(eval_cfg, "path", ""):
         return train, []
     return split_heldout(train, eval_cfg.heldout_fraction, seed, cfg.prompt_field)
 

@@ -97,7 +97,7 @@ def test_training_never_sees_the_heldout_rows(tmp_path, tiny_tok):
     data = tmp_path / "tasks.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:60]))
     cfg = DataConfig(path=str(data))
-    ev = SimpleNamespace(path="", heldout_fraction=0.2)
+    ev = SimpleNamespace(path="", heldout_fraction=0.2, before=False, after=True, every=0)
     train, held = train_and_heldout_rows(cfg, ev, seed=0)
     assert held and len(train) + len(held) == 60
     examples, _ = load_prompt_examples(cfg, tiny_tok, 512, 0, 0, tmp_path / "run", eval_cfg=ev)
@@ -105,7 +105,11 @@ def test_training_never_sees_the_heldout_rows(tmp_path, tiny_tok):
     assert trained == set(_prompts(train)) and trained.isdisjoint(_prompts(held))
     # without the eval section (other loops) or with an eval.path, nothing is held out
     assert len(load_prompt_examples(cfg, tiny_tok, 512, 0, 0, tmp_path / "r2")[0]) == 60
-    assert train_and_heldout_rows(cfg, SimpleNamespace(path="x.jsonl", heldout_fraction=0.2), 0)[1] == []
+    with_path = SimpleNamespace(**{**vars(ev), "path": "x.jsonl"})
+    assert train_and_heldout_rows(cfg, with_path, 0)[1] == []
+    # nor with held-out evaluation off: every row is trained on
+    off = SimpleNamespace(**{**vars(ev), "after": False})
+    assert train_and_heldout_rows(cfg, off, 0) == (train_and_heldout_rows(cfg, None, 0)[0], [])
     # rows given in Python are split the same way as the same rows read from a file
     _, held_given = train_and_heldout_rows(DataConfig(), ev, 0, rows=ROWS[:60])
     assert _prompts(held_given) == _prompts(held)
