@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from run_support import read_metrics
 
 import rlft
@@ -123,3 +124,27 @@ def test_an_eval_dataset_is_what_gets_evaluated(make_rl_config, tmp_path):
     assert [json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()] == list(
         range(20, 26)
     )
+
+
+def test_a_peft_model_trains_its_adapters_against_itself_with_them_off(
+    make_rl_config, tiny_model_path, tmp_path
+):
+    """A PeftModel handed over: its adapters train, the reference is the same model with the
+    adapters off (no copy), so at step 1 (LoRA's B = 0: policy = base) the KL is exactly 0; the
+    saved final/ is the base with the trained adapters merged."""
+    from run_support import saved_weights
+
+    from rlft.models.load import add_lora
+
+    base = load_causal_lm(tiny_model_path)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = add_lora(base, 4, 8.0, "all-linear")
+    out = tmp_path / "run"
+    cfg = make_rl_config(*COMMON, "algo.kl_coef=0.1", "train.optim.lr=1e-2", out=out)
+    rlft.train_rl(cfg, model=model, tokenizer=load_tokenizer(tiny_model_path))
+    first, second = read_metrics(out)
+    assert first["policy/kl"] == 0.0 and second["policy/kl"] > 0.0
+    final = saved_weights(out / "final")
+    q = next(k for k in before if k.endswith("self_attn.q_proj.weight"))
+    assert not torch.equal(final[q], before[q])  # the adapters trained and were merged
+    assert torch.equal(final["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # frozen
