@@ -33,17 +33,23 @@ def boxed_contents(text: str) -> str | None:
     return None
 
 
+def marked_answer(text: str) -> str | None:
+    """The answer a text marks as final: the last \\boxed{} content, else the last '#### x'."""
+    boxed = boxed_contents(text)
+    if boxed is not None:
+        return boxed.strip()
+    hashes = HASHES.findall(text)
+    return hashes[-1].strip() if hashes else None
+
+
 def extract_answer(text: str) -> str | None:
     """The model's final answer: <answer> tags, then \\boxed{}, then '#### x', then the last number."""
     tags = ANSWER_TAG.findall(text)
     if tags:
         return tags[-1].strip()
-    boxed = boxed_contents(text)
-    if boxed is not None:
-        return boxed.strip()
-    hashes = HASHES.findall(text)
-    if hashes:
-        return hashes[-1].strip()
+    marked = marked_answer(text)
+    if marked is not None:
+        return marked
     numbers = NUMBER.findall(text)
     return numbers[-1] if numbers else None
 
@@ -85,11 +91,5 @@ def reference_answer(example: Mapping[str, Any], field: str = DEFAULT_ANSWER_FIE
     else:
         wanted = f"'{field}'" + (f" (or '{ANSWER_ALIAS}')" if field == DEFAULT_ANSWER_FIELD else "")
         raise KeyError(f"{who + ' ' if who else ''}needs the dataset field {wanted}")
-    if isinstance(value, str):
-        boxed = boxed_contents(value)
-        if boxed is not None:
-            return boxed.strip()
-        hashes = HASHES.findall(value)
-        if hashes:
-            return hashes[-1].strip()
-    return value
+    marked = marked_answer(value) if isinstance(value, str) else None
+    return value if marked is None else marked

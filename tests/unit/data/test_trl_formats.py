@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datasets
 import pytest
+from test_sft_data import _spans as sft_spans
 
 from rlft.config.distill import DistillDataConfig
 from rlft.config.preference import PreferenceDataConfig
@@ -38,15 +39,8 @@ def assistant(text):
 
 
 def _spans(mask) -> list[tuple[int, int]]:
-    """Maximal runs [start, end) of True."""
-    runs, start = [], None
-    for i, m in enumerate([*mask, False]):
-        if m and start is None:
-            start = i
-        elif not m and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
+    """Maximal runs [start, end) of True (test_sft_data's helper)."""
+    return sft_spans([], mask)
 
 
 # ------------------------------------------------------------------ RL prompts
