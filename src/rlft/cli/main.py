@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pass-threshold", type=float, default=1.0, help="with --reward: correct when reward >= this"
     )
     e.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    e.add_argument("--group-by", default="", help="also report accuracy per value of this row field")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--k-values", type=_k_list, default=(), help="extra pass@k values, e.g. 1,4,8 (<= K)")
     e.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
@@ -236,6 +237,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         terms=tuple(terms),
         pass_threshold=args.pass_threshold,
+        group_by=args.group_by,
     )
     results = evaluate_models(args.model, rows, opts)
     if len(results) > 1:

@@ -138,6 +138,9 @@ class EvalConfig:
         "task), answer, run, or one reward (built-in name, `pkg.mod:fn`, `file.py:fn`)",
     )
     pass_threshold: float = field(1.0, "reward scoring: a completion is correct when its reward >= this")
+    group_by: str = field(
+        "", "also report accuracy per value of this row field (e.g. phrasing: seen / unseen wordings)"
+    )
     before: bool = field(True, "evaluate the initial model before training")
     after: bool = field(True, "evaluate the final model after training")
     fresh_process: bool = field(True, "evaluate the final model in a new process loading final/")

@@ -144,6 +144,7 @@ def evaluate_rows(
     progress: bool = False,
     terms: Sequence[RewardTerm] | None = None,
     pass_threshold: float = 1.0,
+    group_by: str = "",
 ) -> dict[str, Any]:
     """Generate `samples` completions per row and score them: with math answer equivalence, or,
     given reward `terms`, with those rewards (a completion is correct when its weighted total is
@@ -152,7 +153,8 @@ def evaluate_rows(
     temperature None means greedy for one sample and 1.0 for several. The summary holds accuracy,
     pass@k and maj@k for k = samples (maj@k None under reward scoring), pass@j for each j in
     k_values, mean response tokens, the truncated fraction, n, "scoring", the reward keys under
-    reward scoring, and "rows" (one record per row).
+    reward scoring, "accuracy/<group_by>=<value>" for each value of the rows' `group_by` field
+    (when given), and "rows" (one record per row).
     """
     if not rows:
         raise ValueError("no rows to evaluate")
@@ -180,7 +182,23 @@ def evaluate_rows(
         pass_threshold=pass_threshold,
         completion_ids=gens.response_ids,
     )
-    return {**summarize(per_row, gens, samples, k_values), **extra}
+    return {
+        **summarize(per_row, gens, samples, k_values),
+        **extra,
+        **group_accuracies(rows, per_row, group_by),
+    }
+
+
+def group_accuracies(
+    rows: Sequence[Mapping[str, Any]], per_row: Sequence[Mapping[str, Any]], field: str
+) -> dict[str, float]:
+    """{"accuracy/<field>=<value>": mean accuracy of the rows with that value} over the values of
+    `field` in `rows` (rows without it are left out; sorted by value). {} when field is empty."""
+    groups: dict[str, list[float]] = {}
+    for row, record in zip(rows, per_row, strict=True):
+        if field and row.get(field) is not None:
+            groups.setdefault(str(row[field]), []).append(record["accuracy"])
+    return {f"accuracy/{field}={v}": sum(a) / len(a) for v, a in sorted(groups.items())}
 
 
 def score_rows(
@@ -261,7 +279,8 @@ def eval_summary(res: Mapping[str, Any]) -> dict[str, Any]:
     promises; docs/development.md, "The CLI contract")."""
     extra = sorted((k for k in res if k.startswith("pass@") and k != "pass@k"), key=_k_of)
     rewards = sorted(k for k in res if k.startswith("reward/"))
-    return {k: res[k] for k in (*SUMMARY_KEYS, *extra, *REWARD_KEYS, *rewards) if k in res}
+    groups = sorted(k for k in res if k.startswith("accuracy/"))
+    return {k: res[k] for k in (*SUMMARY_KEYS, *extra, *REWARD_KEYS, *rewards, *groups) if k in res}
 
 
 def _k_of(key: str) -> int:

@@ -31,6 +31,7 @@ class EvalOptions:
     progress: bool = True
     terms: tuple[RewardTerm, ...] = ()  # score with these rewards (empty: answer matching)
     pass_threshold: float = 1.0  # reward scoring: correct when the weighted total >= this
+    group_by: str = ""  # a row field: accuracy per value of it as well
 
 
 def check_model_dir(name: str) -> str:
@@ -90,6 +91,7 @@ def evaluate_model(name: str, rows: Sequence[Mapping[str, Any]], opts: EvalOptio
         progress=opts.progress,
         terms=opts.terms or None,
         pass_threshold=opts.pass_threshold,
+        group_by=opts.group_by,
     )
 
 
@@ -116,10 +118,16 @@ def summary_line(name: str, res: Mapping[str, Any]) -> str:
     k = res["k"]
     extra = "".join(f"  {key} {res[key]:.4f}" for key in _extra_pass_keys(res))
     last = f"maj@{k} {res['maj@k']:.4f}" if res.get("maj@k") is not None else f"reward {res['reward']:.4f}"
+    groups = "".join(f"  {key[len('accuracy/') :]} {v:.4f}" for key, v in group_items(res))
     return (
         f"model {name}: accuracy {res['accuracy']:.4f}{extra}  pass@{k} {res['pass@k']:.4f}  "
-        f"{last}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}"
+        f"{last}  n={res['n']}  mean tokens {res['mean_response_tokens']:.1f}{groups}"
     )
+
+
+def group_items(res: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The per-group accuracies (`accuracy/<field>=<value>`) of an evaluation, sorted."""
+    return sorted((k, v) for k, v in res.items() if k.startswith("accuracy/"))
 
 
 def _extra_pass_keys(res: Mapping[str, Any]) -> list[str]:
@@ -135,7 +143,11 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     k = first["k"]
     metric_cols = [("accuracy", "accuracy"), *((key, key) for key in _extra_pass_keys(first))]
     last = ("maj@k", f"maj@{k}") if first.get("maj@k") is not None else ("reward", "reward")
-    metric_cols += [("pass@k", f"pass@{k}"), last]
+    metric_cols += [
+        ("pass@k", f"pass@{k}"),
+        last,
+        *((key, key[len("accuracy/") :]) for key, _ in group_items(first)),
+    ]
     width = max(len("model"), *(len(n) for n in results))
     header = f"{'model':<{width}}" + "".join(f"  {title:>8}" for _, title in metric_cols)
     header += f"  {'mean_tokens':>11}  {'n':>5}"

@@ -106,6 +106,7 @@ class PeriodicEval:
                 batch_size=e.batch_size,
                 terms=self.terms or None,
                 pass_threshold=e.pass_threshold,
+                group_by=e.group_by,
             )
         return {**eval_metrics(res), "perf/eval_s": time.perf_counter() - start}
 
@@ -122,7 +123,11 @@ def eval_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     if res.get("maj@k") is not None:
         metrics["eval/maj@k"] = res["maj@k"]
     metrics.update(
-        {f"eval/{k}": float(v) for k, v in res.items() if k == "reward" or k.startswith("reward/")}
+        {
+            f"eval/{k}": float(v)
+            for k, v in res.items()
+            if k == "reward" or k.startswith(("reward/", "accuracy/"))
+        }
     )
     return metrics
 
@@ -170,15 +175,19 @@ def evaluate_heldout(
                 batch_size=cfg.eval.batch_size,
                 terms=terms or None,
                 pass_threshold=cfg.eval.pass_threshold,
+                group_by=cfg.eval.group_by,
             )
         json_path = out_dir / f"eval_{tag}.json"
         if is_main():
             write_eval_results(res, str(json_path), str(json_path.with_suffix(".rows.jsonl")))
     res["seconds"] = time.perf_counter() - t
     keep = ("accuracy", "n", "mean_response_tokens", "seconds", "scoring", "reward")
-    summary = {k: res[k] for k in res if k in keep or k.startswith("reward/")}
+    summary = {k: res[k] for k in res if k in keep or k.startswith(("reward/", "accuracy/"))}
     where = " in a fresh process" if fresh else ""
     reward = f", mean reward {res['reward']:.3f}" if "reward" in res else ""
+    reward += "".join(
+        f", {k[len('accuracy/') :]} {v:.1%}" for k, v in sorted(res.items()) if k.startswith("accuracy/")
+    )
     if is_main():
         print(
             f"[rlft] held-out greedy accuracy ({tag} training{where}): {res['accuracy']:.1%} "
@@ -225,5 +234,7 @@ def eval_in_fresh_process(
         cmd += [*reward_args, "--pass-threshold", repr(cfg.eval.pass_threshold)]
     if cfg.eval.limit:
         cmd += ["--limit", str(cfg.eval.limit)]
+    if cfg.eval.group_by:
+        cmd += ["--group-by", cfg.eval.group_by]
     subprocess.run(cmd, check=True)
     return json.loads(out_json.read_text())
