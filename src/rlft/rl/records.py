@@ -9,6 +9,7 @@ from typing import Any
 from rlft.algorithms.core import flat_groups
 from rlft.batch import ScoredBatch
 from rlft.config.rl import DiagnosticsConfig, RLConfig
+from rlft.rewards.answers import ANSWER_ALIAS
 from rlft.telemetry.diagnostics import percentile, text_diagnostics
 from rlft.telemetry.perf import Laps, mfu, step_flops
 
@@ -59,7 +60,7 @@ def sample_records(batch: ScoredBatch, n: int) -> list[dict[str, Any]]:
             "prompt": r.prompts[i],
             "completion": r.completions[i],
             "score": scores[i],
-            "answer": r.examples[i].get("answer"),
+            "answer": r.examples[i].get("answer", r.examples[i].get(ANSWER_ALIAS)),
             "group": group_of[i],
             "tag": tags.get(i, ""),
         }
