@@ -108,11 +108,14 @@ def _data_info(cfg: Any, rows: int | None) -> dict[str, Any]:
         source = f"hub dataset `{path}`" + (f" ({d.config})" if getattr(d, "config", "") else "")
     else:
         source = f"`{path}`"
+    ev = getattr(cfg, "eval", None)
+    held = getattr(ev, "heldout_fraction", 0.0) if path and not getattr(ev, "path", "") else 0.0
     return {
         "source": source,
         "hub_id": path if is_hub_id(path) else None,
         "split": getattr(d, "split", "") if path else "",
         "rows": rows,
+        "heldout_fraction": held,
     }
 
 
@@ -260,6 +263,9 @@ def render_model_card(info: Mapping[str, Any], where: str) -> str:
         data_lines.append(f"- split: {data['split']}")
     if data["rows"] is not None:
         data_lines.append(f"- rows: {data['rows']}")
+    if data.get("heldout_fraction"):
+        share = f"{data['heldout_fraction']:.0%}"
+        data_lines.append(f"- {share} of the prompts held out for evaluation, never trained on")
     settings = [[f"`{k}`", f"`{v}`"] for k, v in info["settings"].items()]
     lines = [
         front_matter(info),

@@ -46,7 +46,7 @@ def test_rl_card_info_from_config():
     assert info["lora"] == {"rank": 8, "alpha": 16.0, "targets": "all-linear"}
     assert info["adapter"] is True
     assert info["data"] == {"source": "hub dataset `org/math-prompts`", "hub_id": "org/math-prompts",
-                            "split": "train", "rows": 120}  # fmt: skip
+                            "split": "train", "rows": 120, "heldout_fraction": 0.1}  # fmt: skip
     assert info["settings"]["train.steps"] == 30 and info["settings"]["train.optim.lr"] == 2e-5
     assert info["settings"]["algo.kl_coef"] == 0.02
     assert "algo.kl_estimator" not in info["settings"]  # None (the algorithm's default): left out
@@ -73,6 +73,7 @@ def test_rl_card_text(tmp_path: Path):
     assert meta["datasets"] == ["org/math-prompts"]
     assert "# me/tuned" in text
     assert "- rows: 120" in text
+    assert "- 10% of the prompts held out for evaluation, never trained on" in text
     assert "| accuracy | 25.0% | 50.0% |" in text and "(n = 8)" in text
     assert "| mean_response_tokens |" not in text  # only the metrics the evaluation gave
     assert "| numeric_answer | 1 | `numeric_answer` |" in text and "| tags | 0.1 | `tag_count` |" in text
