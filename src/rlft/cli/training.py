@@ -34,7 +34,7 @@ def rl_config(args: argparse.Namespace, overrides: list[str], show_trl: bool = T
     trl_path = getattr(args, "trl_config", None)
     if not trl_path:
         return load_config(RLConfig, args.config, overrides)
-    from rlft.config.trl import load_rl_config_with_trl, notes_block
+    from rlft.config.trl_load import load_rl_config_with_trl, notes_block
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg, mapping, notes = load_rl_config_with_trl(trl_path, args.config, overrides, world_size=world)

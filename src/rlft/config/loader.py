@@ -134,15 +134,15 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             raise ConfigError(_unknown_key_message(prefix + str(key), list(fields), prefix))
         default = fields[key].default
         if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            value = _deep_merge(to_dict(default), value)  # absent keys keep the field's own default
+            value = deep_merge(to_dict(default), value)  # absent keys keep the field's own default
         kwargs[key] = _coerce(hints[key], value, prefix + key)
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, Mapping) else v
+        out[k] = deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, Mapping) else v
     return out
 
 

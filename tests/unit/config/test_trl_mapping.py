@@ -11,8 +11,9 @@ import yaml
 from rlft.cli.main import main
 from rlft.config.loader import ConfigError, build, field_docs
 from rlft.config.rl import RLConfig
-from rlft.config.trl import dotted, from_trl_grpo, load_rl_config_with_trl
+from rlft.config.trl import from_trl_grpo
 from rlft.config.trl_keys import HANDLED, RULES, TABLE_END, TABLE_START, table_markdown
+from rlft.config.trl_load import dotted, load_rl_config_with_trl
 from rlft.rl.setup import batch_arithmetic
 
 GUIDE = Path(__file__).resolve().parents[3] / "docs" / "coming_from_trl.md"
