@@ -39,7 +39,7 @@ def train_rl(
     callbacks: objects with `on_step_end(metrics)` or callables(metrics); metrics holds "step". A
       true return value ends the run after that step (saved and evaluated like a finished run).
     """
-    from rlft.rl.inputs import UserObjects, named_rewards, rl_config
+    from rlft.rl.inputs import UserObjects, rl_config
     from rlft.rl.loop import train_rl as _train_rl
 
     extra = list(overrides)
@@ -59,7 +59,7 @@ def train_rl(
     )
     if reward_fns is not None and reward_funcs is not None:
         raise ValueError("give reward_funcs or reward_fns, not both (they are the same argument)")
-    return _train_rl(cfg, reward_fns=named_rewards(reward_funcs or reward_fns), given=given)
+    return _train_rl(cfg, reward_fns=reward_funcs or reward_fns, given=given)
 
 
 def load_rl_config(path: str | None = None, overrides: list[str] | None = None) -> Any:

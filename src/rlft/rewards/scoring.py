@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from rlft.config.loader import ConfigError
 from rlft.errors import RunError
 from rlft.rewards.parallel import CallOutcome, call_all, raised
 from rlft.rewards.registry import resolve_reward, reward_name
@@ -119,12 +120,32 @@ def _model_term(spec: Any, data: Any) -> RewardTerm:
 
 
 def as_named(reward_fns: Any) -> dict[str, Callable] | None:
-    """Accept None, a mapping name -> fn, or a list of functions (named by __name__)."""
+    """None, a callable, a name, a list of callables / names, or a mapping name -> callable or name,
+    as {metric name: function}. Names are built-in rewards, `pkg.mod:fn`, `pkg.mod.fn` or
+    `file.py:fn`; a callable is named by its __name__ (a repeated name gets _2, _3 ...)."""
     if reward_fns is None:
         return None
     if isinstance(reward_fns, Mapping):
-        return dict(reward_fns)
-    return {getattr(f, "__name__", f"reward_{i}"): f for i, f in enumerate(reward_fns)}
+        return {str(k): _callable(v) for k, v in reward_fns.items()}
+    if callable(reward_fns) or isinstance(reward_fns, str):
+        reward_fns = [reward_fns]
+    named: dict[str, Callable] = {}
+    for i, f in enumerate(reward_fns):
+        base = reward_name(f) if isinstance(f, str) else getattr(f, "__name__", f"reward_{i}")
+        name, n = base, 1
+        while name in named:
+            n += 1
+            name = f"{base}_{n}"
+        named[name] = _callable(f)
+    return named
+
+
+def _callable(f: Any) -> Callable:
+    if isinstance(f, str):
+        return resolve_reward(f)
+    if not callable(f):
+        raise ConfigError(f"a reward must be a callable or a reward name, got {type(f).__name__}")
+    return f
 
 
 def _checked(value: Any) -> float | None:

@@ -10,7 +10,6 @@ from typing import Any
 
 from rlft.config.loader import ConfigError, build, load_config, merge_overrides, to_dict
 from rlft.config.rl import RLConfig
-from rlft.rewards.registry import resolve_reward, reward_name
 
 
 @dataclass
@@ -34,35 +33,6 @@ def rl_config(config: Any = None, overrides: Sequence[str] = ()) -> RLConfig:
     if config is None or isinstance(config, str):
         return load_config(RLConfig, config, list(overrides))
     raise ConfigError(f"config must be an RLConfig, a dict, a YAML path or None, got {type(config).__name__}")
-
-
-def named_rewards(reward_funcs: Any) -> dict[str, Callable] | None:
-    """None, a callable, a name, a list of callables / names, or a mapping name -> callable or name,
-    as {metric name: function}. Names are built-in rewards, `pkg.mod:fn`, `pkg.mod.fn` or
-    `file.py:fn`; a callable is named by its __name__ (a repeated name gets _2, _3 ...)."""
-    if reward_funcs is None:
-        return None
-    if isinstance(reward_funcs, Mapping):
-        return {str(k): _callable(v) for k, v in reward_funcs.items()}
-    if callable(reward_funcs) or isinstance(reward_funcs, str):
-        reward_funcs = [reward_funcs]
-    named: dict[str, Callable] = {}
-    for i, f in enumerate(reward_funcs):
-        base = reward_name(f) if isinstance(f, str) else getattr(f, "__name__", f"reward_{i}")
-        name, n = base, 1
-        while name in named:
-            n += 1
-            name = f"{base}_{n}"
-        named[name] = _callable(f)
-    return named
-
-
-def _callable(f: Any) -> Callable:
-    if isinstance(f, str):
-        return resolve_reward(f)
-    if not callable(f):
-        raise ConfigError(f"a reward must be a callable or a reward name, got {type(f).__name__}")
-    return f
 
 
 def callback_hooks(callbacks: Sequence[Any]) -> list[Callable[[dict[str, float]], Any]]:
